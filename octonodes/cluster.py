@@ -1,0 +1,247 @@
+"""The Python API (SPEC 9): everything the CLI does, as methods on `Cluster`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .errors import TimedOut, UsageError
+from .models import (Node, NodeStatus, OfflineReason, Task, TaskState, validate_cap,
+                     validate_name)
+from .settings import ClusterSettings, format_duration
+from .store import Store, open_store
+from .store.base import Clock, QueueSummary, TaskSpec
+
+POLL_INTERVAL = 0.05
+"""How often a waiting command looks for a change it cannot be told about."""
+
+
+def open(db: str | None = None, *, create: bool = False, clock: Clock | None = None) -> "Cluster":  # noqa: A001
+    """Open the cluster whose database `db` names (a path, `sqlite:///…`,
+    `postgresql://…`), else `OCTONODES_DB`, else the default file."""
+    return Cluster(open_store(db, create=create, clock=clock))
+
+
+class CheckCode:
+    OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+    NAMES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+@dataclass
+class CheckResult:
+    """What `octonodes check` reports: a monitoring-plugin code and lines."""
+
+    code: int
+    summary: str
+    problems: list[str] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    queue: QueueSummary | None = None
+
+    @property
+    def status(self) -> str:
+        return CheckCode.NAMES[self.code]
+
+
+def _validate_command(command: Sequence[str]) -> list[str]:
+    if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
+        raise UsageError("a task's command is a non-empty list of strings (program and arguments)")
+    return list(command)
+
+
+def _validate_seconds(label: str, value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise UsageError(f"invalid {label} {value!r}: it must be more than zero seconds")
+    return value
+
+
+class Cluster:
+    """A cluster's nodes, tasks and settings, through its database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def db(self) -> str:
+        """Which database this is, for humans (no password)."""
+        return self.store.display
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        return self.store.now()
+
+    # -- settings -----------------------------------------------------------
+
+    def settings(self) -> ClusterSettings:
+        return self.store.settings()
+
+    def stored_settings(self) -> dict[str, str]:
+        return self.store.stored_settings()
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.store.set_setting(key, value)
+
+    # -- nodes --------------------------------------------------------------
+
+    def nodes(self, statuses: Iterable[NodeStatus | str] = ()) -> list[Node]:
+        wanted = {NodeStatus(s) for s in statuses}
+        return [n for n in self.store.nodes() if not wanted or n.status in wanted]
+
+    def node(self, name: str, *, with_tasks: bool = True) -> Node:
+        return self.store.node(validate_name(name), with_tasks=with_tasks)
+
+    def drain(self, name: str) -> bool:
+        """Turn drain on; True if it was off."""
+        return not self.store.set_drain(validate_name(name), True)
+
+    def undrain(self, name: str) -> bool:
+        """Turn drain off; True if it was on."""
+        return self.store.set_drain(validate_name(name), False)
+
+    def set_cap(self, name: str, cap: int) -> int:
+        """Set a node's task cap; returns the previous one."""
+        return self.store.set_cap(validate_name(name), validate_cap(cap))
+
+    def delete(self, name: str, force: bool = False) -> list[int]:
+        """Remove a node (refused while online or busy unless `force`); returns
+        the ids of the tasks `force` failed."""
+        return self.store.delete_node(validate_name(name), force=force)
+
+    def wait_idle(self, name: str, timeout: float | None = None,
+                  progress: Callable[[Node], None] | None = None) -> Node:
+        """Block until nothing runs on the node; TimedOut past `timeout` seconds."""
+        validate_name(name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            node = self.store.node(name, with_tasks=True)
+            if progress:
+                progress(node)
+            if not node.active_tasks:
+                return node
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimedOut(f"{len(node.active_tasks)} task(s) still running on {name}")
+            self._pause(deadline, 0.25)
+
+    # -- tasks --------------------------------------------------------------
+
+    def add_task(self, command: Sequence[str], *, name: str | None = None,
+                 timeout: float | None = None, queue_timeout: float | None = None,
+                 retries: int = 0) -> Task:
+        """Queue one task; returns it."""
+        return self.add_tasks([TaskSpec(
+            command=_validate_command(command), name=name,
+            timeout=_validate_seconds("timeout", timeout),
+            queue_timeout=_validate_seconds("queue timeout", queue_timeout),
+            retries=self._retries(retries))])[0]
+
+    @staticmethod
+    def _retries(retries: int) -> int:
+        if not isinstance(retries, int) or retries < 0:
+            raise UsageError(f"invalid retries {retries!r}: it must be a whole number, 0 or more")
+        return retries
+
+    def add_tasks(self, commands: Iterable[Sequence[str] | TaskSpec]) -> list[Task]:
+        """Queue many tasks in one transaction; returned in order."""
+        specs = [c if isinstance(c, TaskSpec) else TaskSpec(command=_validate_command(c))
+                 for c in commands]
+        return self.store.add_tasks(specs)
+
+    def task(self, task_id: int) -> Task:
+        return self.store.task(task_id)
+
+    def tasks(self, *, node: str | None = None, states: Iterable[TaskState | str] = (),
+              limit: int | None = 50) -> list[Task]:
+        """Tasks, newest first."""
+        if limit is not None and limit < 1:
+            raise UsageError(f"invalid limit {limit!r}: it must be 1 or more")
+        return self.store.tasks(node=node, states=[TaskState(s) for s in states], limit=limit)
+
+    def cancel(self, task_id: int) -> tuple[Task, bool]:
+        """Queued ends Canceled at once; Executing becomes Cancelling and its
+        node stops it. Returns the task and whether this call changed it."""
+        return self.store.cancel(task_id)
+
+    def wait(self, task_id: int, timeout: float | None = None) -> Task:
+        """Block until the task has ended and return it; TimedOut past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            task = self.store.task(task_id)
+            if task.ended:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimedOut(f"task {task_id} is still {task.state} after {format_duration(timeout)}")
+            self._pause(deadline, POLL_INTERVAL)
+
+    def log(self, task_id: int, *, follow: bool = False) -> Iterator[bytes]:
+        """A task's output; with `follow`, keep yielding until the task ends."""
+        self.store.task(task_id)
+        after = 0
+        while True:
+            ended = follow and self.store.task(task_id).ended
+            for seq, data in self.store.read_log(task_id, after):
+                after = seq
+                yield data
+            if not follow or ended:
+                return
+            self._pause(None, 0.2)
+
+    def _pause(self, deadline: float | None, interval: float) -> None:
+        left = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
+        end = time.monotonic() + left
+        while time.monotonic() < end:
+            if self.store.wait_for_change(min(POLL_INTERVAL, end - time.monotonic())):
+                return
+            time.sleep(min(POLL_INTERVAL, max(0.0, end - time.monotonic())))
+
+    def queue_summary(self) -> QueueSummary:
+        return self.store.queue_summary()
+
+    # -- monitoring ---------------------------------------------------------
+
+    def check(self, warn_wait: float = 600.0) -> CheckResult:
+        """The cluster's health for cron and monitoring (SPEC 5, `check`)."""
+        nodes = self.store.nodes()
+        queue = self.store.queue_summary()
+        now = self.store.now()
+        critical, warning = [], []
+        for node in nodes:
+            if node.status is NodeStatus.OFFLINE:
+                if node.offline_reason is OfflineReason.LOST:
+                    critical.append(f"{node.name} is lost (last seen {_ago(now, node.last_seen)})")
+                else:
+                    warning.append(f"{node.name} is stopped")
+            elif node.status in (NodeStatus.DRAINING, NodeStatus.DRAINED):
+                warning.append(f"{node.name} is {node.status.value.lower()}")
+        able = [n for n in nodes if n.status is NodeStatus.RUNNING and n.task_cap > 0]
+        if queue.queued and not able:
+            critical.append(f"{queue.queued} task(s) queued and no online node can take them")
+        elif queue.oldest_queued_at and now - queue.oldest_queued_at > timedelta(seconds=warn_wait):
+            warning.append(f"tasks queued longer than {format_duration(warn_wait)} "
+                           f"(oldest {_ago(now, queue.oldest_queued_at)})")
+        if not nodes:
+            warning.append("no nodes are registered")
+        code = CheckCode.CRITICAL if critical else CheckCode.WARNING if warning else CheckCode.OK
+        counts: dict[str, int] = {}
+        for node in nodes:
+            counts[node.status.value] = counts.get(node.status.value, 0) + 1
+        tally = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "no nodes"
+        problems = critical + warning
+        head = "; ".join(problems) if problems else tally
+        summary = f"OCTONODES {CheckCode.NAMES[code]} - {head} | {tally}; {queue.queued} queued"
+        return CheckResult(code=code, summary=summary, problems=problems, nodes=nodes, queue=queue)
+
+
+def _ago(now: datetime, then: datetime | None) -> str:
+    if then is None:
+        return "never"
+    seconds = max(0.0, (now - then).total_seconds())
+    return f"{format_duration(round(seconds)) if seconds >= 1 else '0s'} ago"

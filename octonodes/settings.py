@@ -1,0 +1,143 @@
+"""Cluster settings: their names, defaults and how their values are written.
+
+Settings live in the database so every node sees the same values; running
+nodes pick up a change at their next check-in. Durations are written `90`,
+`90s`, `1.5s`, `5m`, `2h`, `1d`; sizes `65536`, `64K`, `1M`, `1G` (binary units).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import UsageError
+
+DEFAULT_TASK_CAP = 5
+MAX_TASK_CAP = 1000
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:i?B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from `90`, `90s`, `1.5s`, `5m`, `2h` or `1d`; UsageError otherwise."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise UsageError(
+                f"invalid duration {text!r}: write it as 90, 90s, 5m, 2h or 1d"
+            )
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise UsageError(f"invalid duration {text!r}: it must be more than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling: 86400 -> `1d`, 90 -> `90s`, 1.5 -> `1.5s`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `65536`, `64K`, `1M`, `1G` (binary units); UsageError otherwise."""
+    if isinstance(text, int):
+        size = text
+    else:
+        match = _SIZE.match(text)
+        if not match:
+            raise UsageError(f"invalid size {text!r}: write it as 65536, 64K, 1M or 1G")
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if size <= 0:
+        raise UsageError(f"invalid size {text!r}: it must be more than zero")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _parse_path(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise UsageError("invalid path: it must not be empty")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: str
+    parse: Callable[[str], object]
+    format: Callable[[object], str]
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting("heartbeat_interval", "10s", parse_duration, format_duration,
+                "how often each node checks in"),
+        Setting("offline_after", "60s", parse_duration, format_duration,
+                "a node that has not checked in for longer is Offline (must exceed twice heartbeat_interval)"),
+        Setting("queue_timeout", "1d", parse_duration, format_duration,
+                "how long a task may wait in the queue before it ends TimedOut"),
+        Setting("task_log_limit", "1M", parse_size, format_size,
+                "output kept per task attempt; the rest is dropped after a marker"),
+        Setting("cancel_grace", "10s", parse_duration, format_duration,
+                "time between SIGTERM and SIGKILL when a task is cancelled"),
+        Setting("task_retention", "30d", parse_duration, format_duration,
+                "finished tasks and their logs are pruned after this long"),
+        Setting("package_store", "", _parse_path, str,
+                "folder of uploaded packages (default: beside the SQLite file; required with PostgreSQL)"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The settings in force, parsed: durations in seconds, sizes in bytes."""
+
+    heartbeat_interval: float = 10.0
+    offline_after: float = 60.0
+    queue_timeout: float = 86400.0
+    task_log_limit: int = 1024 * 1024
+    cancel_grace: float = 10.0
+    task_retention: float = 30 * 86400.0
+    package_store: str = ""
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, str]) -> "ClusterSettings":
+        """Parse the stored values, falling back to defaults for unset keys."""
+        values = {}
+        for key, setting in SETTINGS.items():
+            raw = stored.get(key, setting.default)
+            values[key] = setting.parse(raw) if raw != "" else ""
+        return cls(**values)
+
+
+def validate_setting(key: str, value: str, current: ClusterSettings) -> str:
+    """Check one new value against the others; return its canonical spelling."""
+    setting = SETTINGS.get(key)
+    if setting is None:
+        known = ", ".join(SETTINGS)
+        raise UsageError(f"unknown setting {key!r}; the settings are: {known}")
+    parsed = setting.parse(value)
+    heartbeat = parsed if key == "heartbeat_interval" else current.heartbeat_interval
+    offline = parsed if key == "offline_after" else current.offline_after
+    if key in ("heartbeat_interval", "offline_after") and not offline > 2 * heartbeat:
+        raise UsageError(
+            f"offline_after ({format_duration(offline)}) must exceed twice "
+            f"heartbeat_interval ({format_duration(heartbeat)})"
+        )
+    return setting.format(parsed)

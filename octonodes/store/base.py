@@ -1,0 +1,231 @@
+"""The storage interface: every named operation the library needs.
+
+Nothing above this package knows which database it talks to; SQLite and
+PostgreSQL each implement `Store`. Every write that concerns a task a node
+runs is conditional on the node, its instance and the attempt, so a node cut
+off from the cluster can never overwrite what the others decided.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Iterable
+
+from ..models import Node, Task, TaskState
+from ..settings import ClusterSettings
+
+SCHEMA_VERSION = 1
+"""The schema this code writes. A database records its own version and the
+oldest code version that can still use it (`min_compatible`)."""
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What `add_task` queues."""
+
+    command: list[str]
+    name: str | None = None
+    timeout: float | None = None
+    queue_timeout: float | None = None
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Who a `node run` process is, as it registers its name."""
+
+    name: str
+    instance_id: str
+    host: str
+    pid: int
+    version: str
+    heartbeat_interval: float
+    task_cap: int | None = None  # None keeps the stored cap (or the default)
+    http_address: str | None = None
+    holder_gone: bool = False  # the lock file proved a same-host holder dead
+
+
+@dataclass(frozen=True)
+class Registered:
+    node: Node
+    settings: ClusterSettings
+    took_over: str | None = None  # the instance id replaced, if any
+    ended_tasks: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    """What a node learns when it checks in: its own row and the settings."""
+
+    node: Node
+    settings: ClusterSettings
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    task_id: int
+    attempt: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What one pass of housekeeping ended: ids per outcome."""
+
+    lost: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    queue_timed_out: list[int] = field(default_factory=list)
+    pruned: int = 0
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    queued: int
+    oldest_queued_at: datetime | None
+
+
+class Store(ABC):
+    """A cluster's database. Open one with `octonodes.store.open_store`."""
+
+    kind: str
+    """`sqlite` or `postgresql`."""
+    display: str
+    """Where it is, for humans: a file path or a URL without its password."""
+
+    # -- time and lifecycle -------------------------------------------------
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """The cluster's clock: local UTC for SQLite, the server's for PostgreSQL
+        (or the clock a test injected)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def changed(self) -> bool:
+        """Cheap: has anyone else committed since the last call? May say True
+        spuriously, never False when something changed."""
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for a commit by someone else. Backends
+        with notifications override this; the default just reports `changed()`."""
+        return self.changed()
+
+    # -- schema -------------------------------------------------------------
+
+    @abstractmethod
+    def initialize(self) -> tuple[int | None, int]:
+        """Create or upgrade the schema, one process at a time. Returns the
+        version before (None for a new database) and after."""
+
+    # -- settings -----------------------------------------------------------
+
+    @abstractmethod
+    def settings(self) -> ClusterSettings: ...
+
+    @abstractmethod
+    def stored_settings(self) -> dict[str, str]:
+        """Only the keys someone has set, as stored."""
+
+    @abstractmethod
+    def set_setting(self, key: str, value: str) -> None:
+        """Validate `value` against the other settings in one transaction and store it."""
+
+    # -- nodes --------------------------------------------------------------
+
+    @abstractmethod
+    def nodes(self) -> list[Node]:
+        """All nodes, by name, with status derived at `now()`."""
+
+    @abstractmethod
+    def node(self, name: str, *, with_tasks: bool = False) -> Node:
+        """One node (NotFound if absent); `active_tasks` filled when asked."""
+
+    @abstractmethod
+    def register(self, reg: Registration) -> Registered:
+        """Register or take back a name. Refused while another live instance
+        holds it; a holder that is offline (or proven gone on this host) is
+        taken over, and the tasks it left are ended as lost."""
+
+    @abstractmethod
+    def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
+                 heartbeat_interval: float) -> CheckIn | None:
+        """Record that this instance is alive. None when the row was deleted or
+        taken over by another instance: the caller must stop."""
+
+    @abstractmethod
+    def mark_stopped(self, name: str, instance_id: str) -> None: ...
+
+    @abstractmethod
+    def set_drain(self, name: str, on: bool) -> bool:
+        """Returns the previous drain flag. NotFound for an unknown node."""
+
+    @abstractmethod
+    def set_cap(self, name: str, cap: int) -> int:
+        """Returns the previous cap. NotFound for an unknown node."""
+
+    @abstractmethod
+    def delete_node(self, name: str, *, force: bool) -> list[int]:
+        """Remove a node; Refused while online or with active tasks unless
+        `force`, which fails its active tasks as "node deleted" (their ids)."""
+
+    # -- tasks --------------------------------------------------------------
+
+    @abstractmethod
+    def add_tasks(self, specs: Iterable[TaskSpec]) -> list[Task]:
+        """Queue many tasks in one transaction; returned in order."""
+
+    @abstractmethod
+    def task(self, task_id: int) -> Task:
+        """One task (NotFound if absent)."""
+
+    @abstractmethod
+    def tasks(self, *, node: str | None = None, states: Iterable[TaskState] = (),
+              limit: int | None = 50) -> list[Task]:
+        """Newest first."""
+
+    @abstractmethod
+    def cancel(self, task_id: int) -> tuple[Task, bool]:
+        """Queued -> Canceled; Executing -> Cancelling. Returns the task after
+        and whether this call changed it (False for an already ended or
+        cancelling task)."""
+
+    @abstractmethod
+    def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
+        """Claim up to `limit` queued tasks, oldest first, for this instance,
+        reading drain, cap and liveness inside the same transaction."""
+
+    @abstractmethod
+    def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
+        """(task id, attempt) of this instance's tasks in Cancelling."""
+
+    @abstractmethod
+    def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
+        """Append output in one transaction; chunks for an attempt this
+        instance no longer owns are dropped."""
+
+    @abstractmethod
+    def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
+                    *, exit_code: int | None = None, error: str | None = None) -> bool:
+        """End a task this instance runs. False when it no longer owns it."""
+
+    @abstractmethod
+    def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
+        """This instance's tasks still Executing or Cancelling in the database."""
+
+    @abstractmethod
+    def read_log(self, task_id: int, after: int = 0) -> list[tuple[int, bytes]]:
+        """(sequence, bytes) chunks after sequence `after`, in order."""
+
+    @abstractmethod
+    def reap(self) -> Reaped:
+        """Housekeeping any node does: end lost nodes' tasks (or requeue those
+        with retries left), time out tasks waiting too long, prune old ones."""
+
+    @abstractmethod
+    def queue_summary(self) -> QueueSummary: ...

@@ -1,0 +1,582 @@
+"""The embedded default: one SQLite file shared by every process on one host.
+
+WAL mode and a busy timeout are set where the connection opens; every write
+transaction starts with `BEGIN IMMEDIATE`, so it waits (up to the busy
+timeout) for the write lock at its start instead of failing half-way.
+Readers open the file without creating it. Not safe on a network file
+system: use PostgreSQL for nodes on several hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+from urllib.parse import quote
+
+from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Refused,
+                      SchemaMismatch)
+from ..models import Node, Task, TaskState, make_node, offline_threshold
+from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
+from . import common
+from .base import (SCHEMA_VERSION, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+                   Registered, Registration, Store, TaskSpec)
+
+DEFAULT_BUSY_TIMEOUT = 10.0
+ACTIVE_SQL = "('Executing', 'Cancelling')"
+RUNNING_COUNT_SQL = (
+    f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})"
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class SQLiteStore(Store):
+    kind = "sqlite"
+
+    def __init__(self, path: str, *, create: bool = False, clock: Clock | None = None,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = Path(path).expanduser()
+        self.display = str(self.path.absolute())
+        self._clock = clock or _utc_now
+        self._settings_cache: ClusterSettings | None = None
+        exists = self.path.exists()
+        if not exists and not create:
+            raise DatabaseMissing(
+                f"no database at {self.display}; create one with `octonodes init` "
+                "(or point --db / OCTONODES_DB at an existing one)"
+            )
+        if not exists:
+            self._create_file()
+        self.conn = self._connect(busy_timeout)
+        self._data_version: int | None = None
+        if create:
+            self._ensure_schema_for_create()
+        else:
+            self._check_schema()
+
+    # -- opening ------------------------------------------------------------
+
+    def _create_file(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise DatabaseError(f"cannot create a database at {self.display}: {exc.strerror}") from None
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path))}?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = %d" % int(busy_timeout * 1000))
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        return conn
+
+    def _read_meta(self) -> dict[str, str] | None:
+        with self._errors():
+            tables = {r[0] for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "meta" not in tables:
+                if tables:
+                    raise DatabaseError(f"{self.display} is not an octonodes database")
+                return None
+            return dict(self.conn.execute("SELECT key, value FROM meta"))
+
+    def _check_schema(self) -> None:
+        meta = self._read_meta()
+        if meta is None:
+            raise SchemaMismatch(f"{self.display} has no octonodes schema yet; run `octonodes init`")
+        version = int(meta.get("schema_version", 0))
+        if version < SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"the database schema is out of date (version {version}, this octonodes "
+                f"needs {SCHEMA_VERSION}); run `octonodes init` to upgrade it"
+            )
+        if version > SCHEMA_VERSION and int(meta.get("min_compatible", version)) > SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"the database schema (version {version}) is newer than this octonodes "
+                f"understands ({SCHEMA_VERSION}); upgrade octonodes"
+            )
+
+    def _ensure_schema_for_create(self) -> None:
+        """`node run` may create a new database but upgrades nothing."""
+        if self._read_meta() is None:
+            self.initialize()
+        else:
+            self._check_schema()
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _translate(self, exc: sqlite3.Error) -> DatabaseError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return DatabaseBusy(f"the database {self.display} stayed locked; try again ({text})")
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+            return DatabaseError(f"{self.display} is not an octonodes database ({text})")
+        if "readonly" in text or "read-only" in text:
+            return DatabaseError(f"cannot write the database {self.display}: {text}")
+        if "unable to open" in text:
+            return DatabaseError(f"cannot open the database {self.display}: {text} "
+                                 "(check the path and its permissions)")
+        return DatabaseError(f"database {self.display}: {text}")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock at its start."""
+        with self._errors():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several statements see one snapshot."""
+        with self._errors():
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                self.conn.execute("COMMIT")
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def changed(self) -> bool:
+        with self._errors():
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+    def initialize(self) -> tuple[int | None, int]:
+        from .sqlite_schema import migrate
+
+        with self._write() as conn:
+            meta = self._read_meta()
+            before = int(meta["schema_version"]) if meta else None
+            if before is not None and before >= SCHEMA_VERSION:
+                return before, before
+            after = migrate(conn, before)
+        return before, after
+
+    # -- settings -----------------------------------------------------------
+
+    def stored_settings(self) -> dict[str, str]:
+        with self._errors():
+            return dict(self.conn.execute("SELECT key, value FROM settings"))
+
+    def settings(self) -> ClusterSettings:
+        return ClusterSettings.from_stored(self.stored_settings())
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            current = ClusterSettings.from_stored(dict(conn.execute("SELECT key, value FROM settings")))
+            canonical = validate_setting(key, value, current)
+            conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, canonical))
+
+    # -- nodes --------------------------------------------------------------
+
+    def _node_row(self, row: sqlite3.Row | tuple, columns: list[str]) -> dict:
+        data = dict(zip(columns, row))
+        for key in ("last_seen", "started_at", "stopped_at"):
+            data[key] = _dt(data[key])
+        return data
+
+    def _select_nodes(self, conn: sqlite3.Connection, where: str = "", args: tuple = ()) -> list[tuple[dict, int]]:
+        cursor = conn.execute(
+            f"SELECT n.*, {RUNNING_COUNT_SQL} AS running FROM nodes n {where} ORDER BY n.name", args
+        )
+        columns = [d[0] for d in cursor.description]
+        result = []
+        for row in cursor:
+            data = self._node_row(row, columns)
+            result.append((data, data.pop("running")))
+        return result
+
+    def nodes(self) -> list[Node]:
+        with self._read() as conn:
+            settings = ClusterSettings.from_stored(dict(conn.execute("SELECT key, value FROM settings")))
+            now = self.now()
+            return [make_node(row, now=now, running=running, offline_after=settings.offline_after)
+                    for row, running in self._select_nodes(conn)]
+
+    def _one_node(self, conn: sqlite3.Connection, name: str, settings: ClusterSettings) -> Node:
+        rows = self._select_nodes(conn, "WHERE n.name = ?", (name,))
+        if not rows:
+            raise NotFound(f"no node named {name!r}")
+        row, running = rows[0]
+        return make_node(row, now=self.now(), running=running, offline_after=settings.offline_after)
+
+    def node(self, name: str, *, with_tasks: bool = False) -> Node:
+        with self._read() as conn:
+            settings = self._settings_in(conn)
+            node = self._one_node(conn, name, settings)
+            if with_tasks:
+                node.active_tasks = self._select_tasks(
+                    conn, f"WHERE node = ? AND state IN {ACTIVE_SQL} ORDER BY id", (name,))
+            return node
+
+    def _settings_in(self, conn: sqlite3.Connection) -> ClusterSettings:
+        return ClusterSettings.from_stored(dict(conn.execute("SELECT key, value FROM settings")))
+
+    def register(self, reg: Registration) -> Registered:
+        with self._write() as conn:
+            settings = self._settings_in(conn)
+            now = self.now()
+            existing = self._select_nodes(conn, "WHERE n.name = ?", (reg.name,))
+            took_over = None
+            ended: list[int] = []
+            if existing:
+                row, running = existing[0]
+                node = make_node(row, now=now, running=running, offline_after=settings.offline_after)
+                if node.instance_id and node.instance_id != reg.instance_id and node.online:
+                    same_host_dead = reg.holder_gone and node.host == reg.host
+                    if not same_host_dead:
+                        raise Refused(
+                            f"node {reg.name} is held by a live process: pid {node.pid} on "
+                            f"{node.host}, last seen {common.when(node.last_seen)}"
+                        )
+                if node.instance_id and node.instance_id != reg.instance_id and not node.stopped_at:
+                    took_over = node.instance_id
+                failed, requeued = self._end_lost(
+                    conn, now, "AND t.node = ? AND t.instance_id IS NOT ?",
+                    (reg.name, reg.instance_id), settings)
+                ended = failed + requeued
+                cap = reg.task_cap if reg.task_cap is not None else row["task_cap"]
+                conn.execute(
+                    """UPDATE nodes SET task_cap = ?, shutting_down = 0, last_seen = ?,
+                       started_at = ?, stopped_at = NULL, version = ?, host = ?, pid = ?,
+                       http_address = ?, heartbeat_interval = ?, instance_id = ?
+                       WHERE name = ?""",
+                    (cap, _ts(now), _ts(now), reg.version, reg.host, reg.pid, reg.http_address,
+                     reg.heartbeat_interval, reg.instance_id, reg.name),
+                )
+            else:
+                cap = reg.task_cap if reg.task_cap is not None else DEFAULT_TASK_CAP
+                conn.execute(
+                    """INSERT INTO nodes (name, task_cap, drain, shutting_down, last_seen,
+                       started_at, stopped_at, version, host, pid, http_address,
+                       heartbeat_interval, instance_id)
+                       VALUES (?, ?, 0, 0, ?, ?, NULL, ?, ?, ?, ?, ?, ?)""",
+                    (reg.name, cap, _ts(now), _ts(now), reg.version, reg.host, reg.pid,
+                     reg.http_address, reg.heartbeat_interval, reg.instance_id),
+                )
+            node = self._one_node(conn, reg.name, settings)
+        return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)
+
+    def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
+                 heartbeat_interval: float) -> CheckIn | None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                """UPDATE nodes SET last_seen = ?, shutting_down = ?, heartbeat_interval = ?
+                   WHERE name = ? AND instance_id = ? AND stopped_at IS NULL""",
+                (_ts(self.now()), int(shutting_down), heartbeat_interval, name, instance_id),
+            )
+            if cursor.rowcount == 0:
+                return None
+            settings = self._settings_in(conn)
+            return CheckIn(node=self._one_node(conn, name, settings), settings=settings)
+
+    def mark_stopped(self, name: str, instance_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                """UPDATE nodes SET stopped_at = ?, shutting_down = 0
+                   WHERE name = ? AND instance_id = ?""",
+                (_ts(self.now()), name, instance_id),
+            )
+
+    def set_drain(self, name: str, on: bool) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT drain FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            if bool(row[0]) != on:
+                conn.execute("UPDATE nodes SET drain = ? WHERE name = ?", (int(on), name))
+            return bool(row[0])
+
+    def set_cap(self, name: str, cap: int) -> int:
+        with self._write() as conn:
+            row = conn.execute("SELECT task_cap FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            if row[0] != cap:
+                conn.execute("UPDATE nodes SET task_cap = ? WHERE name = ?", (cap, name))
+            return row[0]
+
+    def delete_node(self, name: str, *, force: bool) -> list[int]:
+        with self._write() as conn:
+            settings = self._settings_in(conn)
+            node = self._one_node(conn, name, settings)
+            if not force:
+                if node.online:
+                    raise Refused(
+                        f"node {name} is online ({node.status}); stop it first, or use --force")
+                if node.tasks:
+                    raise Refused(
+                        f"node {name} has {node.tasks} active task(s); wait for them, or use --force")
+            error = common.ERROR_NODE_DELETED.format(node=name)
+            ids = [r[0] for r in conn.execute(
+                f"""UPDATE tasks SET state = 'Failed', finished_at = ?, error = ?
+                    WHERE node = ? AND state IN {ACTIVE_SQL} RETURNING id""",
+                (_ts(self.now()), error, name))]
+            conn.execute("DELETE FROM nodes WHERE name = ?", (name,))
+            return sorted(ids)
+
+    # -- tasks --------------------------------------------------------------
+
+    def _select_tasks(self, conn: sqlite3.Connection, tail: str, args: tuple = ()) -> list[Task]:
+        cursor = conn.execute(f"SELECT * FROM tasks {tail}", args)
+        columns = [d[0] for d in cursor.description]
+        return [self._task(dict(zip(columns, row))) for row in cursor]
+
+    @staticmethod
+    def _task(row: dict) -> Task:
+        return Task(
+            id=row["id"], name=row["name"], command=json.loads(row["command"]),
+            state=TaskState(row["state"]), node=row["node"],
+            queued_at=_dt(row["queued_at"]), started_at=_dt(row["started_at"]),
+            finished_at=_dt(row["finished_at"]), exit_code=row["exit_code"],
+            error=row["error"], timeout=row["timeout"], queue_timeout=row["queue_timeout"],
+            retries=row["retries"], attempt=row["attempt"], instance=row["instance_id"],
+        )
+
+    def add_tasks(self, specs: Iterable[TaskSpec]) -> list[Task]:
+        specs = list(specs)
+        with self._write() as conn:
+            now = _ts(self.now())
+            added = []
+            for spec in specs:
+                cursor = conn.execute(
+                    """INSERT INTO tasks (name, command, state, queued_at, timeout,
+                       queue_timeout, retries, attempt) VALUES (?, ?, 'Queued', ?, ?, ?, ?, 0)
+                       RETURNING *""",
+                    (spec.name or common.default_task_name(spec.command), json.dumps(spec.command),
+                     now, spec.timeout, spec.queue_timeout, spec.retries),
+                )
+                columns = [d[0] for d in cursor.description]
+                added.append(self._task(dict(zip(columns, cursor.fetchone()))))
+            return added
+
+    def task(self, task_id: int) -> Task:
+        with self._errors():
+            found = self._select_tasks(self.conn, "WHERE id = ?", (task_id,))
+        if not found:
+            raise NotFound(f"no task with id {task_id}")
+        return found[0]
+
+    def tasks(self, *, node: str | None = None, states: Iterable[TaskState] = (),
+              limit: int | None = 50) -> list[Task]:
+        clauses, args = [], []
+        if node is not None:
+            clauses.append("node = ?")
+            args.append(node)
+        states = [TaskState(s).value for s in states]
+        if states:
+            clauses.append(f"state IN ({', '.join('?' * len(states))})")
+            args.extend(states)
+        tail = ("WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id DESC"
+        if limit is not None:
+            tail += " LIMIT ?"
+            args.append(limit)
+        with self._errors():
+            return self._select_tasks(self.conn, tail, tuple(args))
+
+    def cancel(self, task_id: int) -> tuple[Task, bool]:
+        with self._write() as conn:
+            found = self._select_tasks(conn, "WHERE id = ?", (task_id,))
+            if not found:
+                raise NotFound(f"no task with id {task_id}")
+            task = found[0]
+            if task.state is TaskState.QUEUED:
+                conn.execute(
+                    "UPDATE tasks SET state = 'Canceled', finished_at = ?, error = ? WHERE id = ?",
+                    (_ts(self.now()), common.ERROR_CANCELED_QUEUED, task_id))
+            elif task.state is TaskState.EXECUTING:
+                conn.execute("UPDATE tasks SET state = 'Cancelling' WHERE id = ?", (task_id,))
+            else:
+                return task, False
+            return self._select_tasks(conn, "WHERE id = ?", (task_id,))[0], True
+
+    def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
+        if limit <= 0:
+            return []
+        with self._errors():
+            # A cheap look first, outside any write transaction: an idle node
+            # must not take the write lock every time someone commits.
+            if self.conn.execute("SELECT 1 FROM tasks WHERE state = 'Queued' LIMIT 1").fetchone() is None:
+                return []
+        with self._write() as conn:
+            settings = self._settings_in(conn)
+            now = self.now()
+            row = conn.execute(
+                f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
+                    n.heartbeat_interval, {RUNNING_COUNT_SQL}
+                    FROM nodes n WHERE n.name = ? AND n.instance_id = ?""",
+                (name, instance_id)).fetchone()
+            if row is None:
+                return []
+            cap, drain, shutting_down, stopped_at, last_seen, interval, running = row
+            threshold = offline_threshold(settings.offline_after, interval)
+            if drain or shutting_down or stopped_at is not None or last_seen is None \
+                    or _ts(now) - last_seen > threshold:
+                return []
+            room = min(limit, cap - running)
+            if room <= 0:
+                return []
+            cursor = conn.execute(
+                """UPDATE tasks SET state = 'Executing', node = ?, instance_id = ?,
+                   started_at = ?, attempt = attempt + 1, exit_code = NULL
+                   WHERE id IN (SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT ?)
+                   RETURNING *""",
+                (name, instance_id, _ts(now), room))
+            columns = [d[0] for d in cursor.description]
+            claimed = [self._task(dict(zip(columns, r))) for r in cursor]
+            return sorted(claimed, key=lambda t: t.id)
+
+    def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
+        with self._errors():
+            return [tuple(r) for r in self.conn.execute(
+                """SELECT id, attempt FROM tasks WHERE node = ? AND state = 'Cancelling'
+                   AND instance_id = ?""", (name, instance_id))]
+
+    def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
+        chunks = [c for c in chunks if c.data]
+        if not chunks:
+            return
+        with self._write() as conn:
+            for chunk in chunks:
+                conn.execute(
+                    f"""INSERT INTO task_logs (task_id, seq, data)
+                        SELECT t.id, (SELECT coalesce(max(seq), 0) + 1 FROM task_logs
+                                      WHERE task_id = t.id), ?
+                        FROM tasks t WHERE t.id = ? AND t.instance_id = ? AND t.attempt = ?
+                        AND t.state IN {ACTIVE_SQL}""",
+                    (chunk.data, chunk.task_id, instance_id, chunk.attempt))
+
+    def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
+                    *, exit_code: int | None = None, error: str | None = None) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"""UPDATE tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?
+                    WHERE id = ? AND instance_id = ? AND attempt = ? AND state IN {ACTIVE_SQL}""",
+                (TaskState(state).value, exit_code, error, _ts(self.now()), task_id,
+                 instance_id, attempt))
+            return cursor.rowcount == 1
+
+    def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
+        with self._errors():
+            return self._select_tasks(
+                self.conn, f"WHERE node = ? AND instance_id = ? AND state IN {ACTIVE_SQL}",
+                (name, instance_id))
+
+    def read_log(self, task_id: int, after: int = 0) -> list[tuple[int, bytes]]:
+        with self._errors():
+            return [(seq, bytes(data)) for seq, data in self.conn.execute(
+                "SELECT seq, data FROM task_logs WHERE task_id = ? AND seq > ? ORDER BY seq",
+                (task_id, after))]
+
+    def _end_lost(self, conn: sqlite3.Connection, now: datetime, where: str, args: tuple,
+                  settings: ClusterSettings) -> tuple[list[int], list[int]]:
+        """Fail (or requeue, while retries remain) the active tasks picked by
+        `where`; returns (failed ids, requeued ids)."""
+        rows = conn.execute(
+            f"""SELECT t.id, t.state, t.attempt, t.retries, t.node, n.last_seen
+                FROM tasks t LEFT JOIN nodes n ON n.name = t.node
+                WHERE t.state IN {ACTIVE_SQL} {where}""", args).fetchall()
+        failed, requeued = [], []
+        for task_id, state, attempt, retries, node, last_seen in rows:
+            seen = _dt(last_seen)
+            if state == TaskState.EXECUTING and attempt <= retries:
+                conn.execute(
+                    """UPDATE tasks SET state = 'Queued', node = NULL, instance_id = NULL,
+                       started_at = NULL, error = ? WHERE id = ?""",
+                    (common.requeued_note(node, attempt, seen), task_id))
+                requeued.append(task_id)
+            else:
+                conn.execute(
+                    "UPDATE tasks SET state = 'Failed', finished_at = ?, error = ? WHERE id = ?",
+                    (_ts(now), common.lost_error(node, seen), task_id))
+                failed.append(task_id)
+        return failed, requeued
+
+    def reap(self) -> Reaped:
+        with self._errors():
+            settings = self._settings_in(self.conn)
+        now = self.now()
+        ts = _ts(now)
+        # Read-only looks first, so a quiet cluster never takes the write lock.
+        lost_where = f"""AND (n.name IS NULL OR n.instance_id IS NOT t.instance_id
+            OR n.stopped_at IS NOT NULL
+            OR n.last_seen < ? - max(?, 2 * coalesce(n.heartbeat_interval, 0)))"""
+        lost_args = (ts, settings.offline_after)
+        queue_where = """state = 'Queued' AND queued_at < ? - coalesce(queue_timeout, ?)"""
+        queue_args = (ts, settings.queue_timeout)
+        prune_args = (ts - settings.task_retention,)
+        with self._errors():
+            any_lost = self.conn.execute(
+                f"""SELECT 1 FROM tasks t LEFT JOIN nodes n ON n.name = t.node
+                    WHERE t.state IN {ACTIVE_SQL} {lost_where} LIMIT 1""", lost_args).fetchone()
+            any_late = self.conn.execute(
+                f"SELECT 1 FROM tasks WHERE {queue_where} LIMIT 1", queue_args).fetchone()
+            any_old = self.conn.execute(
+                "SELECT 1 FROM tasks WHERE finished_at < ? LIMIT 1", prune_args).fetchone()
+        if not (any_lost or any_late or any_old):
+            return Reaped()
+        with self._write() as conn:
+            lost, requeued = self._end_lost(conn, now, lost_where, lost_args, settings)
+            timed_out = []
+            for task_id, queue_timeout in conn.execute(
+                    f"SELECT id, queue_timeout FROM tasks WHERE {queue_where}", queue_args).fetchall():
+                conn.execute(
+                    """UPDATE tasks SET state = 'TimedOut', finished_at = ?, error = ?
+                       WHERE id = ?""",
+                    (ts, common.queue_timeout_error(queue_timeout or settings.queue_timeout), task_id))
+                timed_out.append(task_id)
+            conn.execute(
+                """DELETE FROM task_logs WHERE task_id IN
+                   (SELECT id FROM tasks WHERE finished_at < ?)""", prune_args)
+            pruned = conn.execute("DELETE FROM tasks WHERE finished_at < ?", prune_args).rowcount
+        return Reaped(lost=lost, requeued=requeued, queue_timed_out=timed_out, pruned=pruned)
+
+    def queue_summary(self) -> QueueSummary:
+        with self._errors():
+            count, oldest = self.conn.execute(
+                "SELECT count(*), min(queued_at) FROM tasks WHERE state = 'Queued'").fetchone()
+        return QueueSummary(queued=count, oldest_queued_at=_dt(oldest))

@@ -1,0 +1,73 @@
+"""The SQLite schema, made with sqlite-utils, one migration per version.
+
+Times are REAL seconds since the epoch (UTC), so comparisons are plain
+arithmetic and keep sub-second precision.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from .base import SCHEMA_VERSION
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["settings"].create({"key": str, "value": str}, pk="key")
+    db["nodes"].create(
+        {
+            "name": str, "task_cap": int, "drain": int, "shutting_down": int,
+            "last_seen": float, "started_at": float, "stopped_at": float,
+            "version": str, "host": str, "pid": int, "http_address": str,
+            "heartbeat_interval": float, "instance_id": str,
+        },
+        pk="name",
+        not_null={"task_cap", "drain", "shutting_down"},
+        defaults={"drain": 0, "shutting_down": 0},
+    )
+    # AUTOINCREMENT: ids keep increasing even after old tasks are pruned.
+    db.execute(
+        """CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            command TEXT NOT NULL,
+            state TEXT NOT NULL,
+            node TEXT,
+            instance_id TEXT,
+            queued_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            exit_code INTEGER,
+            error TEXT,
+            timeout REAL,
+            queue_timeout REAL,
+            retries INTEGER NOT NULL DEFAULT 0,
+            attempt INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db["tasks"].create_index(["state", "id"], index_name="tasks_state_id")
+    db["tasks"].create_index(["node", "state"], index_name="tasks_node_state")
+    db["tasks"].create_index(["finished_at"], index_name="tasks_finished_at")
+    db["task_logs"].create(
+        {"task_id": int, "seq": int, "data": bytes}, pk=("task_id", "seq")
+    )
+
+
+MIGRATIONS = {1: _v1}
+MIN_COMPATIBLE = {1: 1}
+"""For each schema version, the oldest code schema version that can use it."""
+
+
+def migrate(conn: sqlite3.Connection, current: int | None) -> int:
+    """Apply the migrations after `current` inside the caller's transaction."""
+    db = sqlite_utils.Database(conn)
+    for version in range(1 + (current or 0), SCHEMA_VERSION + 1):
+        MIGRATIONS[version](db)
+    conn.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [("schema_version", str(SCHEMA_VERSION)),
+         ("min_compatible", str(MIN_COMPATIBLE[SCHEMA_VERSION]))],
+    )
+    return SCHEMA_VERSION
