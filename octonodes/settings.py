@@ -126,13 +126,19 @@ class ClusterSettings:
         return cls(**values)
 
 
-def validate_setting(key: str, value: str, current: ClusterSettings) -> str:
-    """Check one new value against the others; return its canonical spelling."""
+def parse_setting(key: str, value: str) -> object:
+    """Parse one value on its own (UsageError for an unknown key or a bad value)."""
     setting = SETTINGS.get(key)
     if setting is None:
         known = ", ".join(SETTINGS)
         raise UsageError(f"unknown setting {key!r}; the settings are: {known}")
-    parsed = setting.parse(value)
+    return setting.parse(value)
+
+
+def validate_setting(key: str, value: str, current: ClusterSettings) -> str:
+    """Check one new value against the others; return its canonical spelling."""
+    parsed = parse_setting(key, value)
+    setting = SETTINGS[key]
     heartbeat = parsed if key == "heartbeat_interval" else current.heartbeat_interval
     offline = parsed if key == "offline_after" else current.offline_after
     if key in ("heartbeat_interval", "offline_after") and not offline > 2 * heartbeat:

@@ -50,8 +50,9 @@ def resolve_db(db: str | None) -> tuple[str, str]:
 def open_store(db: str | None = None, *, create: bool = False, clock: Clock | None = None,
                busy_timeout: float | None = None) -> Store:
     """Open the cluster's database. Only `create=True` (used by `init` and
-    `node run`) makes a new one; otherwise a missing database raises
-    DatabaseMissing and nothing is left behind."""
+    `node run`) makes a new one, and then leaves the schema to the caller
+    (`initialize()` or `prepare_for_node()`); otherwise a missing database
+    raises DatabaseMissing, nothing is left behind, and the schema is checked."""
     kind, target = resolve_db(db)
     if kind == "postgresql":
         from .postgres import PostgresStore

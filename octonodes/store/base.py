@@ -111,12 +111,31 @@ class Store(ABC):
         """Cheap: has anyone else committed since the last call? May say True
         spuriously, never False when something changed."""
 
+    def set_lock_wait(self, seconds: float) -> None:
+        """How long a statement waits for another writer's lock before it
+        fails; a node keeps this short so its loop keeps turning."""
+
     def wait_for_change(self, timeout: float) -> bool:
         """Block up to `timeout` seconds for a commit by someone else. Backends
         with notifications override this; the default just reports `changed()`."""
         return self.changed()
 
     # -- schema -------------------------------------------------------------
+
+    @abstractmethod
+    def schema_version(self) -> int | None:
+        """The database's schema version; None when it has no schema yet."""
+
+    @abstractmethod
+    def check_schema(self) -> None:
+        """SchemaMismatch unless this code can use the schema (SPEC 1)."""
+
+    def prepare_for_node(self) -> None:
+        """`node run` may give a new database its schema, but upgrades nothing."""
+        if self.schema_version() is None:
+            self.initialize()
+        else:
+            self.check_schema()
 
     @abstractmethod
     def initialize(self) -> tuple[int | None, int]:

@@ -64,10 +64,8 @@ class SQLiteStore(Store):
             self._create_file()
         self.conn = self._connect(busy_timeout)
         self._data_version: int | None = None
-        if create:
-            self._ensure_schema_for_create()
-        else:
-            self._check_schema()
+        if not create:
+            self.check_schema()
 
     # -- opening ------------------------------------------------------------
 
@@ -104,7 +102,11 @@ class SQLiteStore(Store):
                 return None
             return dict(self.conn.execute("SELECT key, value FROM meta"))
 
-    def _check_schema(self) -> None:
+    def schema_version(self) -> int | None:
+        meta = self._read_meta()
+        return int(meta.get("schema_version", 0)) if meta is not None else None
+
+    def check_schema(self) -> None:
         meta = self._read_meta()
         if meta is None:
             raise SchemaMismatch(f"{self.display} has no octonodes schema yet; run `octonodes init`")
@@ -119,13 +121,6 @@ class SQLiteStore(Store):
                 f"the database schema (version {version}) is newer than this octonodes "
                 f"understands ({SCHEMA_VERSION}); upgrade octonodes"
             )
-
-    def _ensure_schema_for_create(self) -> None:
-        """`node run` may create a new database but upgrades nothing."""
-        if self._read_meta() is None:
-            self.initialize()
-        else:
-            self._check_schema()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -178,6 +173,10 @@ class SQLiteStore(Store):
     def close(self) -> None:
         self.conn.close()
 
+    def set_lock_wait(self, seconds: float) -> None:
+        with self._errors():
+            self.conn.execute("PRAGMA busy_timeout = %d" % int(seconds * 1000))
+
     def changed(self) -> bool:
         with self._errors():
             version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -192,6 +191,7 @@ class SQLiteStore(Store):
             meta = self._read_meta()
             before = int(meta["schema_version"]) if meta else None
             if before is not None and before >= SCHEMA_VERSION:
+                self.check_schema()
                 return before, before
             after = migrate(conn, before)
         return before, after

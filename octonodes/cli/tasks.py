@@ -1,0 +1,164 @@
+"""Task commands: add, list, show, log, cancel, wait."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ..models import TaskState
+from ..settings import parse_duration
+from ..store.base import TaskSpec
+from . import JsonOption, app
+
+task_app = typer.Typer(help="Queue tasks and follow them.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+TaskId = Annotated[int, typer.Argument(metavar="ID", help="The task's id.", show_default=False)]
+
+
+def _state(value: str) -> str:
+    for state in TaskState:
+        if state.value.lower() == value.lower():
+            return state.value
+    raise typer.BadParameter(f"{value!r} is not one of: " + ", ".join(s.value for s in TaskState))
+
+
+@task_app.command("add")
+def add(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(
+        metavar="-- CMD [ARG]...", help="The command to run and its arguments, after `--`.",
+        show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="A name to show for the task. [default: the command]")] = None,
+    timeout: Annotated[Optional[str], typer.Option(
+        "--timeout", help="Kill it and end it TimedOut after running this long (90s, 5m, 2h).")] = None,
+    queue_timeout: Annotated[Optional[str], typer.Option(
+        "--queue-timeout", help="End it TimedOut if no node picks it up within this long. [default: the queue_timeout setting]")] = None,
+    retries: Annotated[int, typer.Option(
+        "--retries", min=0, help="Queue it again this many times if its node is lost (at-least-once).")] = 0,
+    json: JsonOption = False,
+) -> None:
+    """Queue a task; print its id.
+
+    Example: octonodes task add --name backup --timeout 1h -- /usr/local/bin/backup --full
+    """
+    spec = TaskSpec(
+        command=list(command), name=name,
+        timeout=parse_duration(timeout) if timeout else None,
+        queue_timeout=parse_duration(queue_timeout) if queue_timeout else None,
+        retries=retries,
+    )
+    task = ctx.obj.cluster().add_tasks([spec])[0]
+    if json:
+        from ..render import print_json
+
+        print_json(task.to_json())
+    else:
+        print(task.id)
+
+
+@task_app.command("list")
+def list_tasks(
+    ctx: typer.Context,
+    node: Annotated[Optional[str], typer.Option("--node", help="Only tasks that ran on this node.")] = None,
+    state: Annotated[Optional[list[str]], typer.Option(
+        "--state", callback=lambda v: [_state(s) for s in v or []],
+        help="Only tasks in this state (Queued, Executing, Cancelling, Success, Failed, Canceled, TimedOut); repeatable.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    json: JsonOption = False,
+) -> None:
+    """Tasks, newest first.
+
+    Example: octonodes task list --state Failed --limit 10
+    """
+    cluster = ctx.obj.cluster()
+    tasks = cluster.tasks(node=node, states=state or (), limit=limit)
+    if json:
+        from ..render import print_json
+
+        print_json([t.to_json() for t in tasks])
+        return
+    from ..render import console, tasks_table
+
+    console.print(tasks_table(tasks, cluster.now()))
+
+
+@task_app.command("show")
+def show_task(ctx: typer.Context, task_id: TaskId, json: JsonOption = False) -> None:
+    """One task in full.
+
+    Example: octonodes task show 42
+    """
+    cluster = ctx.obj.cluster()
+    task = cluster.task(task_id)
+    if json:
+        from ..render import print_json
+
+        print_json(task.to_json())
+        return
+    from ..render import console, task_detail
+
+    console.print(task_detail(task, cluster.now()))
+
+
+@task_app.command("log")
+def task_log(
+    ctx: typer.Context,
+    task_id: TaskId,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing output until the task ends.")] = False,
+) -> None:
+    """A task's output (stdout and stderr, merged).
+
+    Example: octonodes task log 42 --follow
+    """
+    out = sys.stdout.buffer
+    try:
+        for chunk in ctx.obj.cluster().log(task_id, follow=follow):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+@task_app.command("cancel")
+def cancel(ctx: typer.Context, task_id: TaskId) -> None:
+    """Cancel a task: a queued one at once; a running one is stopped by its node
+    (SIGTERM, then SIGKILL after cancel_grace).
+
+    Example: octonodes task cancel 42
+    """
+    task, changed = ctx.obj.cluster().cancel(task_id)
+    if not changed:
+        if task.ended:
+            print(f"task {task.id} has already ended ({task.state})")
+        else:
+            print(f"task {task.id} is already cancelling")
+    elif task.state is TaskState.CANCELED:
+        print(f"task {task.id} canceled")
+    else:
+        print(f"task {task.id} is cancelling on {task.node}")
+
+
+@task_app.command("wait")
+def wait(
+    ctx: typer.Context,
+    task_id: TaskId,
+    timeout: Annotated[Optional[str], typer.Option("--timeout", help="Give up (exit 5) after this long.")] = None,
+    json: JsonOption = False,
+) -> None:
+    """Block until a task ends: exit 0 Success, 1 any other end, 5 at the timeout.
+
+    Example: octonodes task wait 42 --timeout 10m
+    """
+    seconds = parse_duration(timeout) if timeout else None
+    task = ctx.obj.cluster().wait(task_id, timeout=seconds)
+    if json:
+        from ..render import print_json
+
+        print_json(task.to_json())
+    else:
+        detail = f" (exit code {task.exit_code})" if task.exit_code not in (None, 0) else ""
+        print(f"task {task.id} {task.state}{detail}" + (f": {task.error}" if task.error else ""))
+    raise typer.Exit(0 if task.state is TaskState.SUCCESS else 1)

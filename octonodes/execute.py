@@ -1,0 +1,220 @@
+"""How one task runs: its own process group, merged output, limits and kills.
+
+The node's loop owns a `TaskRun` per claimed task. A reader thread drains the
+task's one pipe (stdout and stderr merged) into a buffer up to the log limit,
+then writes a truncation marker and reads and drops the rest, so a task never
+blocks on a full pipe. The loop polls `finished()`, flushes `take_output()`
+to the database in batches, and asks for kills; it never blocks on a task.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
+
+from .models import Task, TaskState
+
+READ_SIZE = 64 * 1024
+READER_POLL = 0.2
+"""How often a reader blocked on a quiet pipe looks whether it should stop."""
+PIPE_DRAIN_GRACE = 1.0
+"""After a task's leader ends, how long to wait for the pipe's last bytes."""
+TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest was dropped]\n"
+
+_PR_SET_PDEATHSIG = 1
+
+
+class KillReason(Enum):
+    TIMEOUT = "timeout"
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+    FENCE = "fence"
+    ORPHANED = "orphaned"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: TaskState
+    exit_code: int | None
+    error: str | None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGKILL this process when the node
+    that started it dies, however it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def task_environment(task: Task, node_name: str) -> dict[str, str]:
+    """The node's environment less OCTONODES_DB (it may hold a password),
+    plus the task's id and the node's name."""
+    env = {k: v for k, v in os.environ.items() if k != "OCTONODES_DB"}
+    env["OCTONODES_TASK_ID"] = str(task.id)
+    env["OCTONODES_NODE"] = node_name
+    return env
+
+
+class TaskRun:
+    """One attempt of one task, running as a child process group."""
+
+    def __init__(self, task: Task, node_name: str, log_limit: int,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        self.task = task
+        self.log_limit = log_limit
+        self.started = time.monotonic()
+        self.deadline = None if task.timeout is None else self.started + task.timeout
+        self.kill_reason: KillReason | None = None
+        self.kill_detail: str | None = None
+        self.term_sent_at: float | None = None
+        self.grace: float = 0.0
+        self.start_error: str | None = None
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._pending = bytearray()
+        self._kept = 0
+        self._truncated = False
+        self._stop_reading = threading.Event()
+        self._reader: threading.Thread | None = None
+        self.returncode: int | None = None
+        try:
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                task.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=task_environment(task, node_name),
+                preexec_fn=_die_with_parent,
+                close_fds=True,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self.proc = None
+            self.start_error = f"cannot start {task.command[0]!r}: {exc}"
+            return
+        self.pgid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, name=f"task-{task.id}-output", daemon=True)
+        self._reader.start()
+
+    # -- output -------------------------------------------------------------
+
+    def _read(self) -> None:
+        fd = self.proc.stdout.fileno()
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], READER_POLL)
+                if not ready:
+                    if self._stop_reading.is_set():
+                        return
+                    continue
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    return
+                self._keep(data)
+        except OSError:
+            return
+        finally:
+            self._wake()
+
+    def _keep(self, data: bytes) -> None:
+        with self._lock:
+            if self._truncated:
+                return
+            room = self.log_limit - self._kept
+            if len(data) > room:
+                data = data[:room] + TRUNCATION_MARKER.format(limit=self.log_limit).encode()
+                self._truncated = True
+            self._kept += min(len(data), room)
+            self._pending += data
+
+    def take_output(self) -> bytes:
+        """The output gathered since the last call."""
+        with self._lock:
+            data, self._pending = bytes(self._pending), bytearray()
+            return data
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def finished(self) -> bool:
+        """Has the task's leader ended? Once it has, the rest of its process
+        group is killed and its pipe drained (briefly), so it ends whole."""
+        if self.proc is None:
+            return True
+        if self.returncode is not None:
+            return True
+        code = self.proc.poll()
+        if code is None:
+            return False
+        self._signal_group(signal.SIGKILL)
+        self._stop_reading.set()
+        if self._reader:
+            self._reader.join(PIPE_DRAIN_GRACE)
+        self.proc.stdout.close()
+        self.returncode = code
+        return True
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self, reason: KillReason, detail: str | None = None) -> None:
+        """SIGKILL the whole process group now."""
+        if self.proc is None:
+            return
+        if self.kill_reason is None or reason in (KillReason.FENCE, KillReason.ORPHANED):
+            self.kill_reason, self.kill_detail = reason, detail
+        self._signal_group(signal.SIGKILL)
+
+    def terminate(self, reason: KillReason, grace: float, detail: str | None = None) -> None:
+        """SIGTERM the process group; `escalate()` sends SIGKILL after `grace`."""
+        if self.proc is None or self.term_sent_at is not None:
+            return
+        self.kill_reason, self.kill_detail = reason, detail
+        self.term_sent_at = time.monotonic()
+        self.grace = grace
+        self._signal_group(signal.SIGTERM)
+
+    def escalate(self, now: float) -> None:
+        """SIGKILL after the grace period of a SIGTERM; kill past the timeout."""
+        if self.returncode is not None or self.proc is None:
+            return
+        if self.term_sent_at is not None and now - self.term_sent_at >= self.grace:
+            self._signal_group(signal.SIGKILL)
+        if self.deadline is not None and now >= self.deadline and self.kill_reason is None:
+            self.kill(KillReason.TIMEOUT)
+
+    def outcome(self) -> Outcome:
+        """The state to record once `finished()`."""
+        if self.proc is None:
+            return Outcome(TaskState.FAILED, None, self.start_error)
+        code = self.returncode
+        exit_code = 128 - code if code is not None and code < 0 else code
+        reason = self.kill_reason
+        if reason is KillReason.TIMEOUT:
+            return Outcome(TaskState.TIMED_OUT, exit_code,
+                           f"killed after its timeout of {self.task.timeout:g}s")
+        if reason is KillReason.CANCEL:
+            return Outcome(TaskState.CANCELED, exit_code, self.kill_detail or "canceled")
+        if reason is KillReason.SHUTDOWN:
+            return Outcome(TaskState.CANCELED, exit_code, "node shut down")
+        if reason in (KillReason.FENCE, KillReason.ORPHANED):
+            return Outcome(TaskState.FAILED, exit_code, self.kill_detail)
+        if code == 0:
+            return Outcome(TaskState.SUCCESS, 0, None)
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
+            return Outcome(TaskState.FAILED, exit_code, f"killed by signal {name}")
+        return Outcome(TaskState.FAILED, exit_code, f"exited with code {code}")

@@ -1,0 +1,44 @@
+"""`octonodes node run`: wire a store, a worker, signals and (optionally) HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+from . import nodelog
+from .errors import UsageError
+from .store import open_store
+from .worker import WORKER_BUSY_TIMEOUT, Worker
+
+log = logging.getLogger("octonodes.node")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid --listen {listen!r}: write it as HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def run_node(db: str | None, *, name: str, cap: int | None, listen: str | None,
+             log_format: str = "text") -> int:
+    """Run a node until it is stopped; returns the exit code."""
+    address = parse_listen(listen) if listen else None
+    nodelog.setup(name, log_format)
+    store = open_store(db, create=True)
+    store.prepare_for_node()
+    store.set_lock_wait(WORKER_BUSY_TIMEOUT)
+    worker = Worker(store, name, cap=cap,
+                    http_address=f"{address[0]}:{address[1]}" if address else None)
+    worker.install_signal_handlers()
+    worker.start()
+    server = None
+    if address:
+        from .http.server import start_server
+
+        server = start_server(worker, address)
+    try:
+        return worker.run()
+    finally:
+        if server is not None:
+            server.stop()
+        store.close()

@@ -1,0 +1,162 @@
+"""The only Rich user: tables, live views, and the --json documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .cluster import CheckResult
+from .models import Node, NodeStatus, OfflineReason, Task, TaskState
+
+STATUS_STYLES = {
+    NodeStatus.RUNNING: "green",
+    NodeStatus.DRAINING: "yellow",
+    NodeStatus.DRAINED: "cyan",
+    NodeStatus.OFFLINE: "bold red",
+}
+STATE_STYLES = {
+    TaskState.QUEUED: "blue",
+    TaskState.EXECUTING: "green",
+    TaskState.CANCELLING: "yellow",
+    TaskState.SUCCESS: "green",
+    TaskState.FAILED: "bold red",
+    TaskState.CANCELED: "magenta",
+    TaskState.TIMED_OUT: "red",
+}
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(document: object) -> None:
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def ago(now: datetime, then: datetime | None) -> str:
+    """A relative time: `12 s ago`, `3 min ago`, `2 h ago`, `4 d ago`."""
+    if then is None:
+        return "never"
+    seconds = (now - then).total_seconds()
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def status_text(node: Node, now: datetime) -> Text:
+    style = STATUS_STYLES[node.status]
+    if node.status is NodeStatus.OFFLINE:
+        what = "stopped" if node.offline_reason is OfflineReason.STOPPED else "lost"
+        return Text(f"Offline ({what} {ago(now, node.offline_since)})", style=style)
+    return Text(node.status.value, style=style)
+
+
+def nodes_table(nodes: Iterable[Node], now: datetime, db: str) -> Table:
+    table = Table(title=f"Nodes in {db}", title_justify="left", title_style="dim")
+    for column in ("Name", "Status", "Last seen", "Task cap", "Tasks", "Drain"):
+        table.add_column(column, justify="right" if column in ("Task cap", "Tasks") else "left")
+    for node in nodes:
+        table.add_row(
+            Text(node.name, style="bold" if node.online else "red"),
+            status_text(node, now),
+            ago(now, node.last_seen),
+            str(node.task_cap),
+            str(node.tasks),
+            Text("on", style="yellow") if node.drain else "off",
+        )
+    return table
+
+
+def node_detail(node: Node, now: datetime) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("Name", node.name),
+        ("Status", status_text(node, now)),
+        ("Last seen", f"{ago(now, node.last_seen)} ({_when(node.last_seen)})"),
+        ("Task cap", str(node.task_cap)),
+        ("Tasks", str(node.tasks)),
+        ("Drain", "on" if node.drain else "off"),
+        ("Started", _when(node.started_at)),
+        ("Stopped", _when(node.stopped_at) if node.stopped_at else "-"),
+        ("Host", f"{node.host or '-'} (pid {node.pid or '-'})"),
+        ("HTTP", node.http_address or "-"),
+        ("Version", node.version or "-"),
+        ("Check-in", f"every {node.heartbeat_interval:g}s" if node.heartbeat_interval else "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def tasks_table(tasks: Iterable[Task], now: datetime, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", title_style="dim")
+    for column in ("Id", "Name", "State", "Node", "Queued", "Ran", "Exit"):
+        table.add_column(column, justify="right" if column in ("Id", "Exit") else "left")
+    for task in tasks:
+        table.add_row(
+            str(task.id), task.name, Text(task.state.value, style=STATE_STYLES[task.state]),
+            task.node or "-", ago(now, task.queued_at), run_time(task, now),
+            "-" if task.exit_code is None else str(task.exit_code),
+        )
+    return table
+
+
+def run_time(task: Task, now: datetime) -> str:
+    if task.started_at is None:
+        return "-"
+    end = task.finished_at or now
+    return f"{max(0.0, (end - task.started_at).total_seconds()):.1f} s"
+
+
+def task_detail(task: Task, now: datetime) -> Table:
+    import shlex
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("Id", str(task.id)),
+        ("Name", task.name),
+        ("State", Text(task.state.value, style=STATE_STYLES[task.state])),
+        ("Command", shlex.join(task.command)),
+        ("Node", task.node or "-"),
+        ("Attempt", f"{task.attempt} (retries {task.retries})"),
+        ("Queued", _when(task.queued_at)),
+        ("Started", _when(task.started_at)),
+        ("Finished", _when(task.finished_at)),
+        ("Ran", run_time(task, now)),
+        ("Exit code", "-" if task.exit_code is None else str(task.exit_code)),
+        ("Timeout", f"{task.timeout:g}s" if task.timeout else "-"),
+        ("Error", task.error or "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def settings_table(rows: list[tuple[str, str, bool, str]], db: str) -> Table:
+    table = Table(title=f"Cluster settings in {db}", title_justify="left", title_style="dim")
+    for column in ("Key", "Value", "Source", "Meaning"):
+        table.add_column(column)
+    for key, value, is_set, meaning in rows:
+        table.add_row(key, value or "-", "set" if is_set else "default", meaning)
+    return table
+
+
+def check_lines(result: CheckResult) -> list[str]:
+    return [result.summary] + [f"- {p}" for p in result.problems]
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"

@@ -1,0 +1,394 @@
+"""The node loop: check in, claim, run, reap; `run_once()` is one step.
+
+Two clocks for two jobs: monotonic time for intervals, deadlines and the
+fence; the store's `now()` for everything stored. Signal handlers only set
+flags: the first asks for a warm stop (finish running tasks, claim nothing),
+the second for a cold one (cancel them). A node survives whatever a task
+does and whatever the database does; a `finally` marks it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import __version__
+from .errors import DatabaseError, Refused
+from .execute import KillReason, Outcome, TaskRun
+from .models import Node, TaskState
+from .settings import MAX_TASK_CAP, ClusterSettings, format_duration
+from .store import Store
+from .store.base import LogChunk, Registration
+
+log = logging.getLogger("octonodes.node")
+
+IDLE_POLL = 0.01
+"""How often an idle node asks the database (cheaply) whether anything changed."""
+LOG_FLUSH_INTERVAL = 0.5
+RETRY_INTERVAL = 1.0
+"""How soon a failed check-in is tried again."""
+WORKER_BUSY_TIMEOUT = 1.0
+"""A node waits at most this long for a lock, so its loop keeps turning."""
+COLD_STOP_EXTRA = 5.0
+"""After cancel_grace, how long a cold stop waits for the database before exiting."""
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the node knows about itself, for its HTTP API to read without the
+    database. Replaced whole on every change, so readers see one snapshot."""
+
+    name: str
+    instance_id: str
+    task_cap: int
+    drain: bool
+    running: int
+    heartbeat_interval: float
+    last_check_in: float | None  # monotonic time of the last successful check-in
+    last_seen: object = None  # datetime of the last successful check-in
+    shutting_down: bool = False
+    fenced: bool = False
+    stopped: bool = False
+    version: str = __version__
+    running_tasks: tuple = field(default=())
+
+    def healthy(self, now: float | None = None) -> bool:
+        """Reaching the database: a check-in within twice the interval."""
+        now = time.monotonic() if now is None else now
+        return (self.last_check_in is not None
+                and now - self.last_check_in <= 2 * self.heartbeat_interval)
+
+
+def lock_path(store: Store, name: str) -> Path:
+    """The lock file a live node holds for its name on this host."""
+    if store.kind == "sqlite":
+        base = Path(store.display + "-locks")
+    else:
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha256(store.display.encode()).hexdigest()[:16]
+        base = Path(tempfile.gettempdir()) / f"octonodes-{os.getuid()}" / digest
+    return base / f"{name}.lock"
+
+
+class Worker:
+    """One `node run` process's work, over an open store."""
+
+    def __init__(self, store: Store, name: str, *, cap: int | None = None,
+                 http_address: str | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.requested_cap = cap
+        self.http_address = http_address
+        self.instance_id = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.wake = threading.Event()
+        self.runs: dict[int, TaskRun] = {}
+        self.finishes: list[tuple[TaskRun, Outcome]] = []
+        self.stop_requests = 0
+        self.exit_code = 0
+        self.done = False
+        self.settings = ClusterSettings()
+        self.live: LiveState | None = None
+        self._lock = None
+        self._next_check_in = 0.0
+        self._next_log_flush = 0.0
+        self._last_ok = 0.0
+        self._look = True
+        self._cold_deadline: float | None = None
+        self._failing_since: float | None = None
+        self._pending_chunks: list[LogChunk] = []
+
+    # -- start --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take this host's lock for the name and register; Refused if a live
+        process holds the name."""
+        from filelock import FileLock, Timeout
+
+        self.settings = self.store.settings()
+        path = lock_path(self.store, self.name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = FileLock(str(path))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            node = self._peek()
+            holder = (f"pid {node.pid} on {node.host}, last seen {node.last_seen:%Y-%m-%d %H:%M:%S} UTC"
+                      if node else "another process on this host")
+            raise Refused(f"node {self.name} is held by a live process: {holder}") from None
+        try:
+            registered = self.store.register(Registration(
+                name=self.name, instance_id=self.instance_id, host=self.host, pid=os.getpid(),
+                version=__version__, heartbeat_interval=self.settings.heartbeat_interval,
+                task_cap=self.requested_cap, http_address=self.http_address, holder_gone=True))
+        except BaseException:
+            self._lock.release()
+            raise
+        self.settings = registered.settings
+        now = time.monotonic()
+        self._last_ok = now
+        self._next_check_in = now + self.settings.heartbeat_interval
+        self._set_live(registered.node, now)
+        self.store.changed()
+        if registered.took_over:
+            log.warning("took over node %s from instance %s", self.name, registered.took_over)
+        if registered.ended_tasks:
+            log.warning("ended tasks left by the previous process: %s",
+                        ", ".join(map(str, registered.ended_tasks)))
+        log.info("node %s started (instance %s, pid %d, cap %d, drain %s, database %s)",
+                 self.name, self.instance_id[:8], os.getpid(), registered.node.task_cap,
+                 "on" if registered.node.drain else "off", self.store.display)
+
+    def _peek(self) -> Node | None:
+        try:
+            return self.store.node(self.name)
+        except Exception:
+            return None
+
+    def _set_live(self, node: Node | None = None, checked_in: float | None = None, **changes) -> None:
+        live = self.live
+        if live is None:
+            live = LiveState(name=self.name, instance_id=self.instance_id, task_cap=node.task_cap,
+                             drain=node.drain, running=0,
+                             heartbeat_interval=self.settings.heartbeat_interval,
+                             last_check_in=checked_in, last_seen=node.last_seen)
+        if node is not None:
+            live = replace(live, task_cap=node.task_cap, drain=node.drain)
+        if checked_in is not None:
+            live = replace(live, last_check_in=checked_in, last_seen=node.last_seen if node else live.last_seen)
+        running = tuple((r.task.id, r.task.name, r.task.started_at) for r in self.runs.values())
+        self.live = replace(live, running=len(self.runs), running_tasks=running,
+                            heartbeat_interval=self.settings.heartbeat_interval,
+                            shutting_down=self.stop_requests > 0, **changes)
+
+    # -- signals ------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stop_requests += 1
+        self.wake.set()
+
+    # -- the loop -----------------------------------------------------------
+
+    def run(self) -> int:
+        """Loop until stopped; returns the process's exit code."""
+        try:
+            while not self.done:
+                self.run_once()
+                if not self.done:
+                    self.wake.wait(IDLE_POLL)
+                    self.wake.clear()
+        finally:
+            self._stop()
+        return self.exit_code
+
+    def run_once(self) -> None:
+        """One step: check in when due, fence if cut off, end finished tasks,
+        flush output, act on cancels and claims, and handle a stop request."""
+        now = time.monotonic()
+        if self.stop_requests and not self.live.shutting_down:
+            self._begin_stop()
+        if now >= self._next_check_in:
+            self._check_in(now)
+            if self.done:
+                return
+        self._fence(now)
+        self._collect()
+        if now >= self._next_log_flush or self.finishes:
+            self._flush(now)
+        self._watch(now)
+        if self.stop_requests >= 2:
+            self._cold_stop(now)
+        if self.stop_requests and not self.runs and not self.finishes:
+            self.done = True
+
+    def _check_in(self, now: float) -> None:
+        try:
+            result = self.store.check_in(self.name, self.instance_id,
+                                         shutting_down=self.stop_requests > 0,
+                                         heartbeat_interval=self.settings.heartbeat_interval)
+        except DatabaseError as exc:
+            self._db_trouble(now, exc, "check in")
+            self._next_check_in = now + min(RETRY_INTERVAL, self.settings.heartbeat_interval)
+            return
+        if result is None:
+            log.error("node %s was deleted or taken over by another process; stopping its tasks",
+                      self.name)
+            for run in self.runs.values():
+                run.kill(KillReason.ORPHANED, "the node was deleted or taken over while the task ran")
+            self.exit_code = Refused.exit_code
+            self.done = True
+            return
+        if self.live.fenced:
+            log.info("reached the database again after %.1fs; claiming again", now - self._last_ok)
+        self._failing_since = None
+        self._last_ok = now
+        self.settings = result.settings
+        self._next_check_in = now + self.settings.heartbeat_interval
+        self._set_live(result.node, now, fenced=False)
+        self._look = True
+        self._reap(now)
+
+    def _reap(self, now: float) -> None:
+        try:
+            reaped = self.store.reap()
+        except DatabaseError as exc:
+            self._db_trouble(now, exc, "reap")
+            return
+        for task_id in reaped.lost:
+            log.warning("task %d failed: its node was lost", task_id)
+        for task_id in reaped.requeued:
+            log.warning("task %d queued again: its node was lost", task_id)
+        for task_id in reaped.queue_timed_out:
+            log.warning("task %d timed out in the queue", task_id)
+        if reaped.pruned:
+            log.info("pruned %d finished task(s) past task_retention", reaped.pruned)
+
+    def _fence_after(self) -> float:
+        """Stop everything this long after the last check-in: before anyone
+        else may call this node lost."""
+        return self.settings.offline_after - self.settings.heartbeat_interval
+
+    def _fence(self, now: float) -> None:
+        if self.live.fenced or now - self._last_ok < self._fence_after():
+            return
+        log.error("no check-in for %.1fs (offline_after is %s): killing %d task(s), claiming nothing",
+                  now - self._last_ok, format_duration(self.settings.offline_after), len(self.runs))
+        detail = (f"node {self.name} could not reach the database for "
+                  f"{now - self._last_ok:.0f}s; the task was killed so it cannot run twice")
+        for run in self.runs.values():
+            run.kill(KillReason.FENCE, detail)
+        self._set_live(fenced=True)
+
+    def _collect(self) -> None:
+        """Move tasks whose process has ended to the finish list."""
+        for task_id, run in list(self.runs.items()):
+            if run.finished():
+                outcome = run.outcome()
+                self.finishes.append((run, outcome))
+                del self.runs[task_id]
+                self._look = True
+                log.info("task %d ended %s%s", task_id, outcome.state.value,
+                         f": {outcome.error}" if outcome.error else "")
+        self._set_live()
+
+    def _flush(self, now: float) -> None:
+        """Write gathered output and finished tasks in as few transactions as we can."""
+        chunks = [LogChunk(r.task.id, r.task.attempt, r.take_output()) for r in self.runs.values()]
+        chunks += [LogChunk(r.task.id, r.task.attempt, r.take_output()) for r, _ in self.finishes]
+        self._pending_chunks += [c for c in chunks if c.data]
+        try:
+            if self._pending_chunks:
+                self.store.append_logs(self.instance_id, self._pending_chunks)
+                self._pending_chunks = []
+            while self.finishes:
+                run, outcome = self.finishes[0]
+                owned = self.store.finish_task(run.task.id, self.instance_id, run.task.attempt,
+                                               outcome.state, exit_code=outcome.exit_code,
+                                               error=outcome.error)
+                if not owned:
+                    log.warning("task %d was already ended by the cluster; keeping its record",
+                                run.task.id)
+                self.finishes.pop(0)
+        except DatabaseError as exc:
+            self._db_trouble(now, exc, "record task output")
+        self._next_log_flush = now + LOG_FLUSH_INTERVAL
+
+    def _watch(self, now: float) -> None:
+        """Timeouts and SIGKILL escalations; then, when the database changed,
+        cancel requests, drain and cap, and claims."""
+        for run in self.runs.values():
+            run.escalate(now)
+        try:
+            changed = self.store.changed()
+        except DatabaseError as exc:
+            self._db_trouble(now, exc, "poll")
+            return
+        if not (changed or self._look):
+            return
+        self._look = False
+        try:
+            self._cancel_requested()
+            if changed:
+                self._set_live(self.store.node(self.name))
+            self._claim()
+        except DatabaseError as exc:
+            self._db_trouble(now, exc, "claim")
+            self._look = True
+
+    def _cancel_requested(self) -> None:
+        for task_id, attempt in self.store.cancel_requests(self.name, self.instance_id):
+            run = self.runs.get(task_id)
+            if run and run.task.attempt == attempt and run.term_sent_at is None:
+                log.info("cancelling task %d (SIGTERM, SIGKILL after %s)", task_id,
+                         format_duration(self.settings.cancel_grace))
+                run.terminate(KillReason.CANCEL, self.settings.cancel_grace, "canceled")
+
+    def _claim(self) -> None:
+        live = self.live
+        if self.stop_requests or live.fenced or live.drain or self.finishes:
+            return
+        room = MAX_TASK_CAP - len(self.runs)
+        for task in self.store.claim(self.name, self.instance_id, room):
+            log.info("claimed task %d (attempt %d): %s", task.id, task.attempt, task.name)
+            run = TaskRun(task, self.name, self.settings.task_log_limit, wake=self.wake.set)
+            self.runs[task.id] = run
+        self._set_live()
+
+    def _db_trouble(self, now: float, exc: DatabaseError, doing: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = now
+            log.error("cannot %s: %s; retrying", doing, exc)
+        self._set_live()
+
+    # -- stopping -----------------------------------------------------------
+
+    def _begin_stop(self) -> None:
+        log.info("stop requested: claiming nothing; waiting for %d running task(s) "
+                 "(signal again to cancel them)", len(self.runs))
+        self._set_live()
+        self._next_check_in = 0.0
+
+    def _cold_stop(self, now: float) -> None:
+        if self._cold_deadline is None:
+            log.warning("second stop request: cancelling %d running task(s)", len(self.runs))
+            self._cold_deadline = now + self.settings.cancel_grace + COLD_STOP_EXTRA
+            for run in self.runs.values():
+                run.terminate(KillReason.SHUTDOWN, self.settings.cancel_grace)
+        elif now >= self._cold_deadline:
+            log.error("giving up on %d task record(s) the database did not take",
+                      len(self.finishes))
+            self.finishes.clear()
+            self.done = True
+
+    def _stop(self) -> None:
+        """Always runs: kill what still runs, record what we can, mark stopped."""
+        for run in self.runs.values():
+            run.kill(KillReason.SHUTDOWN)
+        deadline = time.monotonic() + 2
+        while self.runs and time.monotonic() < deadline:
+            self._collect()
+            time.sleep(0.01)
+        try:
+            self._flush(time.monotonic())
+            if self.exit_code != Refused.exit_code:
+                self.store.mark_stopped(self.name, self.instance_id)
+            log.info("node %s stopped", self.name)
+        except DatabaseError as exc:
+            log.error("could not record the stop: %s", exc)
+        finally:
+            self._set_live(stopped=True)
+            if self._lock is not None:
+                self._lock.release()
