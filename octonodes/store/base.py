@@ -111,6 +111,12 @@ class Store(ABC):
         """Cheap: has anyone else committed since the last call? May say True
         spuriously, never False when something changed."""
 
+    def change_fd(self) -> int | None:
+        """A file descriptor that becomes readable when someone may have
+        committed (a node waits on it instead of polling), or None. `changed()`
+        consumes what it signals and tells the truth."""
+        return None
+
     def set_lock_wait(self, seconds: float) -> None:
         """How long a statement waits for another writer's lock before it
         fails; a node keeps this short so its loop keeps turning."""

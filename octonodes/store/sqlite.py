@@ -64,6 +64,7 @@ class SQLiteStore(Store):
             self._create_file()
         self.conn = self._connect(busy_timeout)
         self._data_version: int | None = None
+        self._watch = None
         if not create:
             self.check_schema()
 
@@ -171,13 +172,25 @@ class SQLiteStore(Store):
         return self._clock()
 
     def close(self) -> None:
+        if self._watch:
+            self._watch.close()
         self.conn.close()
 
     def set_lock_wait(self, seconds: float) -> None:
         with self._errors():
             self.conn.execute("PRAGMA busy_timeout = %d" % int(seconds * 1000))
 
+    def change_fd(self) -> int | None:
+        """inotify on the database's folder: every commit writes the WAL file."""
+        if self._watch is None:
+            from .sqlite_watch import WalWatch
+
+            self._watch = WalWatch.create(self.path)
+        return self._watch.fileno() if self._watch else None
+
     def changed(self) -> bool:
+        if self._watch:
+            self._watch.drain()
         with self._errors():
             version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         changed = version != self._data_version

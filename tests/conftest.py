@@ -1,0 +1,103 @@
+"""Fixtures: a fresh database per test, on SQLite and on PostgreSQL.
+
+Every test that takes `db` runs once per backend. PostgreSQL tests get a
+fresh schema on the machine's server (OCTONODES_TEST_PG, by default
+postgresql://postgres@127.0.0.1:5432/test); where no server answers they
+skip, except under CI, where they fail. OCTONODES_TEST_BACKENDS=sqlite
+limits a local run to one backend.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import octonodes
+from helpers import NodeProcess, wait_until
+
+PG_BASE = os.environ.get("OCTONODES_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = [b for b in os.environ.get("OCTONODES_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+
+FAST_SETTINGS = {"heartbeat_interval": "0.5s", "offline_after": "3s", "cancel_grace": "2s"}
+"""Settings for tests with real nodes: a lost node shows within seconds."""
+
+
+def _pg_admin():
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_BASE, autocommit=True, connect_timeout=5)
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and did not answer at {PG_BASE}: {exc}")
+        pytest.skip(f"no PostgreSQL server at {PG_BASE}: {exc}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db(backend, tmp_path) -> str:
+    """A database URL of a fresh, uninitialised database for this test."""
+    if backend == "sqlite":
+        yield str(tmp_path / "cluster.db")
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_BASE else "?"
+    yield f"{PG_BASE}{sep}options={quote(f'-csearch_path={schema}')}"
+    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.close()
+
+
+@pytest.fixture
+def cluster(db) -> octonodes.Cluster:
+    """An initialised cluster on `db`."""
+    c = octonodes.open(db, create=True)
+    c.store.initialize()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def fast_cluster(cluster) -> octonodes.Cluster:
+    """An initialised cluster whose settings suit real node processes in tests."""
+    for key, value in FAST_SETTINGS.items():
+        cluster.set_setting(key, value)
+    return cluster
+
+
+@pytest.fixture
+def start_node(db, tmp_path):
+    """Start real `node run` processes: start_node("node-1", "--cap", "3")."""
+    started: list[NodeProcess] = []
+
+    def start(name: str, *extra: str, env: dict | None = None, wait: bool = True) -> NodeProcess:
+        node = NodeProcess(db, name, tmp_path, *extra, env=env)
+        started.append(node)
+        if wait:
+            node.wait_log("started", timeout=30)
+        return node
+
+    yield start
+    for node in started:
+        node.close()
+
+
+def node_status(cluster: octonodes.Cluster, name: str) -> str | None:
+    try:
+        return cluster.node(name, with_tasks=False).status.value
+    except octonodes.OctonodesError:
+        return None
+
+
+def wait_status(cluster: octonodes.Cluster, name: str, status: str, timeout: float = 20) -> None:
+    wait_until(lambda: node_status(cluster, name) == status, timeout,
+               message=f"{name} to be {status}")

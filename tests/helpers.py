@@ -1,0 +1,83 @@
+"""Test helpers: waiting on conditions with deadlines, real node processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_WAIT = 20.0
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_WAIT, interval: float = 0.05,
+               message: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def octonodes(db: str, *args: str, timeout: float = 60, env: dict | None = None,
+              input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI as a separate process."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("OCTONODES_DB", None)
+    return subprocess.run([sys.executable, "-m", "octonodes", "--db", db, *args],
+                          capture_output=True, text=True, timeout=timeout, env=full_env,
+                          input=input)
+
+
+class NodeProcess:
+    """A real `octonodes node run` process."""
+
+    def __init__(self, db: str, name: str, log_dir: Path, *extra: str, env: dict | None = None) -> None:
+        self.db = db
+        self.name = name
+        self.log_path = log_dir / f"node-{name}-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("OCTONODES_DB", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "octonodes", "--db", db, "node", "run", "--name", name, *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+        )
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def wait_exit(self, timeout: float = DEFAULT_WAIT) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"node {self.name} did not exit within {timeout}s:\n{self.log()}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_log(self, text: str, timeout: float = DEFAULT_WAIT) -> None:
+        wait_until(lambda: text in self.log(), timeout, message=f"{text!r} in the log of {self.name}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
