@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
-from .errors import DatabaseError, Refused
+from .errors import DatabaseError, NotFound, Refused
 from .execute import KillReason, Outcome, TaskRun
 from .models import Node, TaskState
 from .settings import MAX_TASK_CAP, ClusterSettings, format_duration
@@ -146,6 +146,7 @@ class Worker:
         self._cold_deadline: float | None = None
         self._failing_since: float | None = None
         self._pending_chunks: list[LogChunk] = []
+        self._stop_begun = False
 
     # -- start --------------------------------------------------------------
 
@@ -239,13 +240,13 @@ class Worker:
         """One step: check in when due, fence if cut off, end finished tasks,
         flush output, act on cancels and claims, and handle a stop request."""
         now = time.monotonic()
-        if self.stop_requests and not self.live.shutting_down:
+        if self.stop_requests and not self._stop_begun:
             self._begin_stop()
         if now >= self._next_check_in:
             self._check_in(now)
             if self.done:
                 return
-        self._fence(now)
+        self._fence(time.monotonic())  # the check-in may have waited on a lock
         self._collect()
         if now >= self._next_log_flush or self.finishes:
             self._flush(now)
@@ -299,8 +300,10 @@ class Worker:
 
     def _fence_after(self) -> float:
         """Stop everything this long after the last check-in: before anyone
-        else may call this node lost."""
-        return self.settings.offline_after - self.settings.heartbeat_interval
+        else may call this node lost, even if a write is then stuck on a lock
+        for WORKER_BUSY_TIMEOUT (the fence is checked after each failed write)."""
+        s = self.settings
+        return max(s.heartbeat_interval, s.offline_after - s.heartbeat_interval - WORKER_BUSY_TIMEOUT)
 
     def _fence(self, now: float) -> None:
         if self.live.fenced or now - self._last_ok < self._fence_after():
@@ -368,6 +371,8 @@ class Worker:
         except DatabaseError as exc:
             self._db_trouble(now, exc, "claim")
             self._look = True
+        except NotFound:
+            self._next_check_in = 0.0  # our row is gone: the check-in will say so
 
     def _cancel_requested(self) -> None:
         for task_id, attempt in self.store.cancel_requests(self.name, self.instance_id):
@@ -393,10 +398,12 @@ class Worker:
             self._failing_since = now
             log.error("cannot %s: %s; retrying", doing, exc)
         self._set_live()
+        self._fence(time.monotonic())
 
     # -- stopping -----------------------------------------------------------
 
     def _begin_stop(self) -> None:
+        self._stop_begun = True
         log.info("stop requested: claiming nothing; waiting for %d running task(s) "
                  "(signal again to cancel them)", len(self.runs))
         self._set_live()
