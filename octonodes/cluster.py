@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from .errors import TimedOut, UsageError
 from .models import (Node, NodeStatus, OfflineReason, Task, TaskState, validate_cap,
                      validate_name)
 from .settings import ClusterSettings, format_duration
 from .store import Store, open_store
-from .store.base import Clock, QueueSummary, TaskSpec
+from .store.base import ApiKey, Clock, QueueSummary, TaskSpec
+
+if TYPE_CHECKING:
+    from .packages import Package, PackageFolder
 
 POLL_INTERVAL = 0.05
 """How often a waiting command looks for a change it cannot be told about."""
@@ -204,6 +207,47 @@ class Cluster:
 
     def queue_summary(self) -> QueueSummary:
         return self.store.queue_summary()
+
+    # -- API keys and packages (the nodes' HTTP API) ------------------------
+
+    def add_api_key(self, name: str) -> tuple[ApiKey, str]:
+        """Make a new API key; returns its record and the key itself, which
+        is never stored (only its hash) and cannot be shown again."""
+        from .apikeys import generate_key, hash_key, validate_key_name
+
+        key = generate_key()
+        return self.store.add_api_key(validate_key_name(name), hash_key(key)), key
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every key's record (name, created, revoked), revoked ones too."""
+        return self.store.api_keys()
+
+    def revoke_api_key(self, name: str) -> bool:
+        """Revoke a key at once; True if it was active. NotFound for an unknown name."""
+        from .apikeys import validate_key_name
+
+        return self.store.revoke_api_key(validate_key_name(name))
+
+    def verify_api_key(self, key: str) -> ApiKey | None:
+        """The record of an active key; None for a malformed, unknown or revoked one."""
+        from .apikeys import hash_key, well_formed
+
+        if not well_formed(key):
+            return None
+        found = self.store.api_key_by_hash(hash_key(key))
+        return found if found is not None and not found.revoked else None
+
+    def package_folder(self) -> "PackageFolder":
+        """The shared package store (the `package_store` setting, or beside
+        the SQLite file); PackageStoreUnavailable when there is none."""
+        from .packages import PackageFolder, folder_for
+
+        return PackageFolder(folder_for(self.store.kind, self.store.display,
+                                        self.settings().package_store))
+
+    def packages(self) -> list["Package"]:
+        """What the package store holds, by file name."""
+        return self.package_folder().packages()
 
     # -- monitoring ---------------------------------------------------------
 

@@ -49,3 +49,7 @@ class DatabaseBusy(DatabaseError):
 
 class SchemaMismatch(DatabaseError):
     """The schema is older than this version, or newer and not compatible."""
+
+
+class CannotListen(UsageError):
+    """`--listen` names an address this node cannot serve (taken, not ours, privileged)."""

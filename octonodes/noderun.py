@@ -30,13 +30,15 @@ def run_node(db: str | None, *, name: str, cap: int | None, listen: str | None,
     worker = Worker(store, name, cap=cap,
                     http_address=f"{address[0]}:{address[1]}" if address else None)
     worker.install_signal_handlers()
-    worker.start()
     server = None
     if address:
         from .http.server import start_server
 
+        # Bound before registering, so a taken port fails without leaving the
+        # name registered; until start() the ping answers 503.
         server = start_server(worker, address)
     try:
+        worker.start()
         return worker.run()
     finally:
         if server is not None:

@@ -160,3 +160,36 @@ def check_lines(result: CheckResult) -> list[str]:
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def api_keys_table(keys: Iterable, now: datetime, db: str) -> Table:
+    table = Table(title=f"API keys in {db}", title_justify="left", title_style="dim")
+    for column in ("Name", "Created", "Revoked"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            Text(key.name, style="dim" if key.revoked else "bold"),
+            f"{ago(now, key.created_at)} ({_when(key.created_at)})",
+            Text(f"{ago(now, key.revoked_at)} ({_when(key.revoked_at)})", style="red")
+            if key.revoked else "-",
+        )
+    return table
+
+
+def human_size(size: int) -> str:
+    """1536 -> `1.5 KiB`; bytes below 1 KiB as they are."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"
+
+
+def packages_table(packages: Iterable, now: datetime, folder: str) -> Table:
+    table = Table(title=f"Packages in {folder}", title_justify="left", title_style="dim")
+    for column in ("Package", "Version", "Format", "Size", "SHA-256", "Uploaded"):
+        table.add_column(column, justify="right" if column == "Size" else "left",
+                         overflow="fold")  # a hash cut short is no use
+    for package in packages:
+        table.add_row(package.package_id, package.version, package.extension,
+                      human_size(package.size), package.sha256, ago(now, package.uploaded_at))
+    return table

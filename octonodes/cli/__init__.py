@@ -49,6 +49,8 @@ class UnknownOnUsageError(TyperCommand):
             return super().make_context(info_name, args, parent=parent, **extra)
         except ClickUsageError as exc:
             exc.exit_code = 3
+            # A monitoring plugin's first stdout line is its status, even here.
+            print(f"OCTONODES UNKNOWN - {exc.format_message()}")
             raise
 
 
@@ -114,4 +116,4 @@ def main() -> None:
         sys.exit(1)
 
 
-from . import admin, nodes, tasks  # noqa: E402,F401  (register the commands)
+from . import admin, http_admin, nodes, tasks  # noqa: E402,F401  (register the commands)

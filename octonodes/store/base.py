@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from ..models import Node, Task, TaskState
 from ..settings import ClusterSettings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this code writes. A database records its own version and the
 oldest code version that can still use it (`min_compatible`)."""
 
@@ -88,6 +88,27 @@ class QueueSummary:
     oldest_queued_at: datetime | None
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's record: its name and dates, never the key itself (only
+    its hash is stored, and the store never hands the hash out)."""
+
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def to_json(self) -> dict:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat().replace("+00:00", "Z") if value else None
+
+        return {"name": self.name, "created_at": iso(self.created_at),
+                "revoked": self.revoked, "revoked_at": iso(self.revoked_at)}
+
+
 class Store(ABC):
     """A cluster's database. Open one with `octonodes.store.open_store`."""
 
@@ -105,6 +126,12 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def reopen(self) -> "Store":
+        """A new connection to the same database with the same clock, for
+        another thread (the node's HTTP handlers). Reads only what the
+        constructor set, so it may be called from any thread."""
 
     @abstractmethod
     def changed(self) -> bool:
@@ -254,3 +281,23 @@ class Store(ABC):
 
     @abstractmethod
     def queue_summary(self) -> QueueSummary: ...
+
+    # -- API keys (schema version 2) ------------------------------------------
+
+    @abstractmethod
+    def add_api_key(self, name: str, key_hash: str) -> ApiKey:
+        """Store a new key's hash under `name`; Refused if the name is taken
+        (revoked keys keep their names)."""
+
+    @abstractmethod
+    def api_keys(self) -> list[ApiKey]:
+        """All keys, revoked ones too, by name."""
+
+    @abstractmethod
+    def revoke_api_key(self, name: str) -> bool:
+        """Revoke a key; True if this call revoked it, False if it already was.
+        NotFound for an unknown name."""
+
+    @abstractmethod
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key whose hash this is, revoked or not; None if none."""

@@ -23,7 +23,7 @@ from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Re
 from ..models import Node, Task, TaskState, make_node, offline_threshold
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import common
-from .base import (SCHEMA_VERSION, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .base import (SCHEMA_VERSION, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -65,8 +65,17 @@ class SQLiteStore(Store):
         self.conn = self._connect(busy_timeout)
         self._data_version: int | None = None
         self._watch = None
-        if not create:
-            self.check_schema()
+        try:
+            if not create:
+                # Read-only first: a file that is not ours (or out of date) is
+                # left exactly as it was, not switched to WAL.
+                self.check_schema()
+            elif exists:
+                self._read_meta()  # DatabaseError for a file that is not ours
+            self._use_wal()
+        except BaseException:
+            self.conn.close()
+            raise
 
     # -- opening ------------------------------------------------------------
 
@@ -85,13 +94,15 @@ class SQLiteStore(Store):
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = %d" % int(busy_timeout * 1000))
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self._translate(exc) from None
         return conn
+
+    def _use_wal(self) -> None:
+        with self._errors():
+            if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.conn.execute("PRAGMA journal_mode = WAL")
 
     def _read_meta(self) -> dict[str, str] | None:
         with self._errors():
@@ -175,6 +186,9 @@ class SQLiteStore(Store):
         if self._watch:
             self._watch.close()
         self.conn.close()
+
+    def reopen(self) -> "SQLiteStore":
+        return SQLiteStore(str(self.path), clock=self._clock)
 
     def set_lock_wait(self, seconds: float) -> None:
         with self._errors():
@@ -593,3 +607,43 @@ class SQLiteStore(Store):
             count, oldest = self.conn.execute(
                 "SELECT count(*), min(queued_at) FROM tasks WHERE state = 'Queued'").fetchone()
         return QueueSummary(queued=count, oldest_queued_at=_dt(oldest))
+
+    # -- API keys -------------------------------------------------------------
+
+    @staticmethod
+    def _api_key(row: tuple) -> ApiKey:
+        name, created_at, revoked_at = row
+        return ApiKey(name=name, created_at=_dt(created_at), revoked_at=_dt(revoked_at))
+
+    def add_api_key(self, name: str, key_hash: str) -> ApiKey:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
+                raise Refused(f"an API key named {name!r} already exists; choose another name")
+            row = conn.execute(
+                """INSERT INTO api_keys (name, key_hash, created_at) VALUES (?, ?, ?)
+                   RETURNING name, created_at, revoked_at""",
+                (name, key_hash, _ts(self.now()))).fetchone()
+            return self._api_key(row)
+
+    def api_keys(self) -> list[ApiKey]:
+        with self._errors():
+            return [self._api_key(r) for r in self.conn.execute(
+                "SELECT name, created_at, revoked_at FROM api_keys ORDER BY name")]
+
+    def revoke_api_key(self, name: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no API key named {name!r}")
+            if row[0] is not None:
+                return False
+            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?",
+                         (_ts(self.now()), name))
+            return True
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        with self._errors():
+            row = self.conn.execute(
+                "SELECT name, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
+                (key_hash,)).fetchone()
+        return None if row is None else self._api_key(row)

@@ -55,8 +55,21 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _v1}
-MIN_COMPATIBLE = {1: 1}
+def _v2(db: sqlite_utils.Database) -> None:
+    # API keys for the nodes' HTTP API: only a hash of each key is kept.
+    # Additive, so code at schema version 1 can keep using the database.
+    db.execute(
+        """CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+
+
+MIGRATIONS = {1: _v1, 2: _v2}
+MIN_COMPATIBLE = {1: 1, 2: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 

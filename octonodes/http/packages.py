@@ -1,0 +1,180 @@
+"""`POST /api/{space}/packages/raw`: a package upload, streamed to the store.
+
+The body is multipart/form-data with one file part. It is parsed as it
+arrives (streaming-form-data, fed from `request.stream()`), and the file
+part's bytes go straight to the package store's temporary file with their
+SHA-256 computed on the way (`PackageTarget`), in constant memory and with
+no size limit; the body is never held whole, nor written twice. Parsing,
+hashing and writing run in a worker thread, batched, so the event loop
+stays free for pings while a large upload runs.
+
+Answers: 200 with the package (a new upload, or IgnoreIfExists's existing
+one); 400 for a bad name, a bad overwriteMode or a malformed body; 409 under
+FailIfExists when the package exists; 503 when there is no package store;
+507 on a full disk. A failed or abandoned upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from streaming_form_data import StreamingFormDataParser
+from streaming_form_data.parser import ParseFailedException
+from streaming_form_data.targets import BaseTarget
+
+from ..errors import UsageError
+from ..packages import (Incoming, OverwriteMode, Package, PackageExists, PackageFolder,
+                        PackageName, parse_file_name)
+from .auth import authenticated
+from .context import iso
+
+log = logging.getLogger("octonodes.http")
+
+FEED_SIZE = 1024 * 1024
+"""Bytes gathered from the socket before one hand-off to the parsing thread."""
+
+
+class MalformedUpload(UsageError):
+    """The body is not the multipart/form-data upload expected."""
+
+
+class PackageTarget(BaseTarget):
+    """Receives every part of the body: the one file part goes to the store,
+    other (plain form) parts are ignored, a second file part is an error.
+    Under FailIfExists and IgnoreIfExists, a package already in the store is
+    not written again: its bytes are read and dropped."""
+
+    def __init__(self, folder: PackageFolder, mode: OverwriteMode) -> None:
+        super().__init__()
+        self.folder = folder
+        self.mode = mode
+        self.name: PackageName | None = None
+        self.incoming: Incoming | None = None
+        self.in_file_part = False
+        self.file_done = False
+
+    def on_start(self) -> None:
+        self.in_file_part = self.multipart_filename is not None
+        if not self.in_file_part:
+            return
+        if self.name is not None:
+            raise MalformedUpload("the upload has more than one file part; send one package")
+        self.name = parse_file_name(self.multipart_filename)
+        if self.mode is OverwriteMode.OVERWRITE_EXISTING or not self.folder.exists(self.name):
+            self.incoming = self.folder.receive(self.name)
+
+    def on_data_received(self, chunk: bytes) -> None:
+        if self.in_file_part and self.incoming is not None:
+            self.incoming.write(chunk)
+
+    def on_finish(self) -> None:
+        if self.in_file_part:
+            self.file_done = True
+        self.in_file_part = False
+        self.multipart_filename = None  # the next part sets its own, or has none
+
+    def complete(self) -> tuple[Package, bool]:
+        """After the whole body: put the package in place (or decide why not).
+        Returns the package the store holds and whether it is this upload."""
+        if self.name is None:
+            raise MalformedUpload("the upload has no file part (a part with a filename)")
+        if not self.file_done:
+            raise MalformedUpload("the body ended before the file part did (malformed multipart)")
+        if self.incoming is not None:
+            return self.incoming.commit(self.mode)
+        existing = self.folder.find(self.name)
+        if existing is None:
+            raise PackageExists(f"package {self.name.file_name} was removed during the upload; "
+                                "send it again")
+        if self.mode is OverwriteMode.FAIL_IF_EXISTS:
+            raise PackageExists(f"package {self.name.file_name} already exists "
+                                "(overwriteMode=FailIfExists)")
+        return existing, False
+
+    def discard(self) -> None:
+        if self.incoming is not None:
+            self.incoming.discard()
+
+    def abandon(self) -> None:
+        """From another thread, as the server gives up on this upload: remove
+        the temporary file (whatever the upload's thread is doing with it)."""
+        if self.incoming is not None:
+            self.incoming.temp.unlink(missing_ok=True)
+
+
+def _what(target: PackageTarget) -> str:
+    return target.name.file_name if target.name else "a package"
+
+
+def package_resource(package: Package) -> dict:
+    return {
+        "Id": f"packages-{package.package_id}.{package.version}",
+        "PackageId": package.package_id,
+        "Version": package.version,
+        "FileName": package.file_name,
+        "FileExtension": "." + package.extension,
+        "Size": package.size,
+        "PackageSizeBytes": package.size,
+        "Sha256": package.sha256,
+        "Hash": package.sha256,
+        "Published": iso(package.uploaded_at),
+    }
+
+
+def overwrite_mode(request: Request) -> OverwriteMode:
+    value = request.query_params.get("overwriteMode", OverwriteMode.FAIL_IF_EXISTS.value)
+    for mode in OverwriteMode:
+        if mode.value.lower() == value.lower():
+            return mode
+    raise UsageError(f"invalid overwriteMode {value!r}: use "
+                     + ", ".join(m.value for m in OverwriteMode))
+
+
+@authenticated
+async def upload(request: Request) -> Response:
+    mode = overwrite_mode(request)
+    context = request.app.state.context
+    folder = await context.call(lambda cluster: cluster.package_folder())
+    try:
+        parser = StreamingFormDataParser(request.headers)
+    except ParseFailedException as exc:
+        raise MalformedUpload(f"expected a multipart/form-data body with one file part ({exc})") from None
+    target = PackageTarget(folder, mode)
+    parser.register("file", target, lambda _registered, _actual: True)  # whatever the part's name
+    context.upload_started(target)
+    try:
+        batch: list[bytes] = []
+        batched = 0
+        async for chunk in request.stream():
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= FEED_SIZE:
+                await run_in_threadpool(parser.data_received, b"".join(batch))
+                batch, batched = [], 0
+        if batch:
+            await run_in_threadpool(parser.data_received, b"".join(batch))
+        package, stored = await run_in_threadpool(target.complete)
+    except ParseFailedException as exc:
+        raise MalformedUpload(f"malformed multipart/form-data body ({exc})") from None
+    except ClientDisconnect:
+        log.warning("upload of %s abandoned: the client disconnected", _what(target))
+        return Response(status_code=400)  # nobody is listening; for the record
+    except asyncio.CancelledError:
+        # The node is stopping and was told not to wait (a second signal):
+        # the task ends here, its temporary file removed by the finally.
+        log.warning("upload of %s cancelled: the node is stopping", _what(target))
+        return Response(status_code=503)
+    finally:
+        target.discard()  # synchronous: it must run even when the request is cancelled
+        context.upload_ended(target)
+    if stored:
+        log.info("stored package %s (%d bytes, sha256 %s)", package.file_name, package.size,
+                 package.sha256)
+    else:
+        log.info("kept the existing package %s (overwriteMode=IgnoreIfExists)", package.file_name)
+    return JSONResponse(package_resource(package))
+

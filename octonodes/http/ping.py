@@ -1,0 +1,62 @@
+"""`GET /api/octopusservernodes/ping`: the load balancer's health check.
+
+No authentication, and no database: the answer comes from the worker's
+`live` snapshot alone, so it stays fast while the database is locked or the
+node runs at its cap.
+
+- 503 while the node is starting, shutting down (a warm stop: it finishes
+  its tasks but takes no new traffic), stopped, fenced, or when its last
+  successful check-in is older than twice its check-in interval;
+- 418 while drain is on (online, but out of rotation);
+- 200 otherwise.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..worker import LiveState
+from .context import iso
+
+UNAVAILABLE, DRAINED, OK = 503, 418, 200
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def ping_status(live: LiveState | None) -> int:
+    if live is None or live.stopped or live.shutting_down or live.fenced or not live.healthy():
+        return UNAVAILABLE
+    return DRAINED if live.drain else OK
+
+
+def ping_body(live: LiveState) -> dict:
+    return {
+        "Id": f"OctopusServerNodes-{live.name}",
+        "Name": live.name,
+        "IsInMaintenanceMode": live.drain,
+        "IsOffline": live.stopped or live.fenced or not live.healthy(),
+        "LastSeen": iso(live.last_seen),
+        "MaxConcurrentTasks": live.task_cap,
+        "RunningTaskCount": live.running,
+        "Version": live.version,
+        "Status": status_name(live),
+    }
+
+
+def status_name(live: LiveState) -> str:
+    """The node's status as `octonodes list` would show it, from its own view."""
+    if live.stopped or live.fenced or not live.healthy():
+        return "Offline"
+    if live.drain or live.shutting_down:
+        return "Draining" if live.running or not live.drain else "Drained"
+    return "Running"
+
+
+async def ping(request: Request) -> JSONResponse:
+    worker = request.app.state.context.worker
+    live = worker.live  # one frozen snapshot: read it once
+    status = ping_status(live)
+    if live is None:
+        return JSONResponse({"Name": worker.name, "IsOffline": True, "Status": "Starting"},
+                            status_code=status, headers=NO_STORE)
+    return JSONResponse(ping_body(live), status_code=status, headers=NO_STORE)
