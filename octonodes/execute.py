@@ -1,10 +1,11 @@
 """How one task runs: its own process group, merged output, limits and kills.
 
-The node's loop owns a `TaskRun` per claimed task. A reader thread drains the
-task's one pipe (stdout and stderr merged) into a buffer up to the log limit,
-then writes a truncation marker and reads and drops the rest, so a task never
-blocks on a full pipe. The loop polls `finished()`, flushes `take_output()`
-to the database in batches, and asks for kills; it never blocks on a task.
+The node's loop owns a `TaskRun` per claimed task. A thread per task starts
+its process, drains its one pipe (stdout and stderr merged) into a buffer up
+to the log limit, then writes a truncation marker and reads and drops the
+rest, so a task never blocks on a full pipe. The loop polls `finished()`,
+flushes `take_output()` to the database in batches, and asks for kills; it
+never blocks on a task.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable
@@ -26,7 +28,7 @@ from .models import Task, TaskState
 
 READ_SIZE = 64 * 1024
 READER_POLL = 0.2
-"""How often a reader blocked on a quiet pipe looks whether it should stop."""
+"""How often a task's thread, on a quiet pipe, looks whether the leader ended."""
 PIPE_DRAIN_GRACE = 1.0
 """After a task's leader ends, how long to wait for the pipe's last bytes."""
 TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest was dropped]\n"
@@ -97,10 +99,17 @@ def task_environment(task: Task, node_name: str) -> dict[str, str]:
 
 
 class TaskRun:
-    """One attempt of one task, running as a child process group."""
+    """One attempt of one task, running as a child process group.
+
+    A thread of its own starts the process (so a slow fork never holds up the
+    node's loop), drains its output, and waits for it. That thread outlives
+    the process (the parent-death signal follows the thread that forked, not
+    the whole node): a new one, or one from the node's pool, whose threads
+    last as long as the node."""
 
     def __init__(self, task: Task, node_name: str, log_limit: int,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None,
+                 threads: ThreadPoolExecutor | None = None) -> None:
         self.task = task
         self.log_limit = log_limit
         self.started = time.monotonic()
@@ -110,53 +119,96 @@ class TaskRun:
         self.term_sent_at: float | None = None
         self.grace: float = 0.0
         self.start_error: str | None = None
+        self.returncode: int | None = None
+        self.proc: subprocess.Popen | None = None
         self._wake = wake
         self._lock = threading.Lock()
         self._pending = bytearray()
         self._kept = 0
         self._truncated = False
-        self._stop_reading = threading.Event()
-        self._reader: threading.Thread | None = None
-        self.returncode: int | None = None
-        env = task_environment(task, node_name)
+        self._group_lock = threading.Lock()
+        self._pgid: int | None = None
+        self._reaped = False
+        self._early_signal: int | None = None
+        self._done = threading.Event()
+        self._env = task_environment(task, node_name)
+        if threads is not None:
+            threads.submit(self._run)
+        else:
+            threading.Thread(target=self._run, name=f"task-{task.id}", daemon=True).start()
+
+    # -- the task's own thread ------------------------------------------------
+
+    def _run(self) -> None:
         try:
-            self.proc: subprocess.Popen | None = subprocess.Popen(
-                launch_argv(task.command, env),
+            self._spawn()
+            if self.proc is not None:
+                self._read()
+                self._reap()
+        finally:
+            self._done.set()
+            self._wake()
+
+    def _spawn(self) -> None:
+        try:
+            self.proc = subprocess.Popen(
+                launch_argv(self.task.command, self._env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=env,
+                env=self._env,
                 preexec_fn=_die_with_parent if _prctl else None,
                 close_fds=True,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            self.proc = None
-            self.start_error = f"cannot start {task.command[0]!r}: {exc}"
+            self.start_error = f"cannot start {self.task.command[0]!r}: {exc}"
             return
-        self.pgid = self.proc.pid
-        self._reader = threading.Thread(target=self._read, name=f"task-{task.id}-output", daemon=True)
-        self._reader.start()
+        with self._group_lock:
+            self._pgid = self.proc.pid
+            early = self._early_signal
+        if early is not None:
+            self._signal_group(early)
 
-    # -- output -------------------------------------------------------------
+    def _leader_ended(self, block: bool = False) -> bool:
+        """Has the leader exited? Looks without reaping it, so its pid (the
+        group's id) cannot be reused while we may still signal the group."""
+        options = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+        try:
+            return os.waitid(os.P_PID, self.proc.pid, options) is not None
+        except ChildProcessError:
+            return True
 
     def _read(self) -> None:
+        """Keep output until EOF. When the leader ends first, kill what is
+        left of its group and give the pipe a moment to empty."""
         fd = self.proc.stdout.fileno()
+        drain_until = None
         try:
             while True:
                 ready, _, _ = select.select([fd], [], [], READER_POLL)
-                if not ready:
-                    if self._stop_reading.is_set():
+                if ready:
+                    data = os.read(fd, READ_SIZE)
+                    if not data:
                         return
+                    self._keep(data)
                     continue
-                data = os.read(fd, READ_SIZE)
-                if not data:
-                    return
-                self._keep(data)
+                if drain_until is None and self._leader_ended():
+                    self._signal_group(signal.SIGKILL)
+                    drain_until = time.monotonic() + PIPE_DRAIN_GRACE
+                elif drain_until is not None and time.monotonic() >= drain_until:
+                    return  # something outside the group holds the pipe
         except OSError:
             return
         finally:
-            self._wake()
+            self.proc.stdout.close()
+
+    def _reap(self) -> None:
+        self._leader_ended(block=True)
+        self._signal_group(signal.SIGKILL)  # whatever the leader left behind
+        with self._group_lock:
+            self._reaped = True
+        self.returncode = self.proc.wait()
 
     def _keep(self, data: bytes) -> None:
         with self._lock:
@@ -169,49 +221,41 @@ class TaskRun:
             self._kept += min(len(data), room)
             self._pending += data
 
+    # -- what the node's loop calls --------------------------------------------
+
     def take_output(self) -> bytes:
         """The output gathered since the last call."""
         with self._lock:
             data, self._pending = bytes(self._pending), bytearray()
             return data
 
-    # -- lifecycle ----------------------------------------------------------
-
     def finished(self) -> bool:
-        """Has the task's leader ended? Once it has, the rest of its process
-        group is killed and its pipe drained (briefly), so it ends whole."""
-        if self.proc is None:
-            return True
-        if self.returncode is not None:
-            return True
-        code = self.proc.poll()
-        if code is None:
-            return False
-        self._signal_group(signal.SIGKILL)
-        self._stop_reading.set()
-        if self._reader:
-            self._reader.join(PIPE_DRAIN_GRACE)
-        self.proc.stdout.close()
-        self.returncode = code
-        return True
+        """Has the task ended, its whole process group with it?"""
+        return self._done.is_set()
 
-    def _signal_group(self, sig: signal.Signals) -> None:
+    def _signal_group(self, sig: int) -> None:
+        with self._group_lock:
+            if self._reaped:
+                return
+            if self._pgid is None:  # not started yet: its thread sends it
+                if self._early_signal != signal.SIGKILL:
+                    self._early_signal = sig
+                return
+            pgid = self._pgid
         try:
-            os.killpg(self.pgid, sig)
+            os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
     def kill(self, reason: KillReason, detail: str | None = None) -> None:
         """SIGKILL the whole process group now."""
-        if self.proc is None:
-            return
         if self.kill_reason is None or reason in (KillReason.FENCE, KillReason.ORPHANED):
             self.kill_reason, self.kill_detail = reason, detail
         self._signal_group(signal.SIGKILL)
 
     def terminate(self, reason: KillReason, grace: float, detail: str | None = None) -> None:
         """SIGTERM the process group; `escalate()` sends SIGKILL after `grace`."""
-        if self.proc is None or self.term_sent_at is not None:
+        if self.term_sent_at is not None:
             return
         self.kill_reason, self.kill_detail = reason, detail
         self.term_sent_at = time.monotonic()
@@ -220,7 +264,7 @@ class TaskRun:
 
     def escalate(self, now: float) -> None:
         """SIGKILL after the grace period of a SIGTERM; kill past the timeout."""
-        if self.returncode is not None or self.proc is None:
+        if self._done.is_set():
             return
         if self.term_sent_at is not None and now - self.term_sent_at >= self.grace:
             self._signal_group(signal.SIGKILL)

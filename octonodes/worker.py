@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .execute import KillReason, Outcome, TaskRun
 from .models import Node, TaskState
 from .settings import MAX_TASK_CAP, ClusterSettings, format_duration
 from .store import Store
-from .store.base import LogChunk, Registration
+from .store.base import Finish, LogChunk, Registration
 
 log = logging.getLogger("octonodes.node")
 
@@ -131,6 +132,9 @@ class Worker:
         self.instance_id = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.wake = Waker()
+        # Task threads are reused: starting a thread per task costs the loop
+        # a hand-shake; idle pool threads wait, and never exit before the node.
+        self.threads = ThreadPoolExecutor(max_workers=MAX_TASK_CAP, thread_name_prefix="task")
         self.runs: dict[int, TaskRun] = {}
         self.finishes: list[tuple[TaskRun, Outcome]] = []
         self.stop_requests = 0
@@ -329,25 +333,24 @@ class Worker:
         self._set_live()
 
     def _flush(self, now: float) -> None:
-        """Write gathered output and finished tasks in as few transactions as we can."""
-        chunks = [LogChunk(r.task.id, r.task.attempt, r.take_output()) for r in self.runs.values()]
-        chunks += [LogChunk(r.task.id, r.task.attempt, r.take_output()) for r, _ in self.finishes]
-        self._pending_chunks += [c for c in chunks if c.data]
+        """Write gathered output and finished tasks in one transaction."""
+        for run in list(self.runs.values()) + [r for r, _ in self.finishes]:
+            data = run.take_output()
+            if data:
+                self._pending_chunks.append(LogChunk(run.task.id, run.task.attempt, data))
+        finishes = [Finish(r.task.id, r.task.attempt, o.state, o.exit_code, o.error)
+                    for r, o in self.finishes]
         try:
-            if self._pending_chunks:
-                self.store.append_logs(self.instance_id, self._pending_chunks)
-                self._pending_chunks = []
-            while self.finishes:
-                run, outcome = self.finishes[0]
-                owned = self.store.finish_task(run.task.id, self.instance_id, run.task.attempt,
-                                               outcome.state, exit_code=outcome.exit_code,
-                                               error=outcome.error)
-                if not owned:
-                    log.warning("task %d was already ended by the cluster; keeping its record",
-                                run.task.id)
-                self.finishes.pop(0)
+            owned = self.store.finish_tasks(self.instance_id, finishes, self._pending_chunks)
         except DatabaseError as exc:
             self._db_trouble(now, exc, "record task output")
+        else:
+            for finish, still_owned in zip(finishes, owned):
+                if not still_owned:
+                    log.warning("task %d was already ended by the cluster; keeping its record",
+                                finish.task_id)
+            self._pending_chunks = []
+            self.finishes = []
         self._next_log_flush = now + LOG_FLUSH_INTERVAL
 
     def _watch(self, now: float) -> None:
@@ -389,7 +392,8 @@ class Worker:
         room = MAX_TASK_CAP - len(self.runs)
         for task in self.store.claim(self.name, self.instance_id, room):
             log.info("claimed task %d (attempt %d): %s", task.id, task.attempt, task.name)
-            run = TaskRun(task, self.name, self.settings.task_log_limit, wake=self.wake.set)
+            run = TaskRun(task, self.name, self.settings.task_log_limit, wake=self.wake.set,
+                          threads=self.threads)
             self.runs[task.id] = run
         self._set_live()
 
@@ -438,5 +442,6 @@ class Worker:
             log.error("could not record the stop: %s", exc)
         finally:
             self._set_live(stopped=True)
+            self.threads.shutdown(wait=False)
             if self._lock is not None:
                 self._lock.release()

@@ -73,6 +73,17 @@ class LogChunk:
 
 
 @dataclass(frozen=True)
+class Finish:
+    """How one attempt of a task ended, as its node reports it."""
+
+    task_id: int
+    attempt: int
+    state: TaskState
+    exit_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Reaped:
     """What one pass of housekeeping ended: ids per outcome."""
 
@@ -265,6 +276,14 @@ class Store(ABC):
     def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
                     *, exit_code: int | None = None, error: str | None = None) -> bool:
         """End a task this instance runs. False when it no longer owns it."""
+
+    def finish_tasks(self, instance_id: str, finishes: list[Finish],
+                     chunks: Iterable[LogChunk] = ()) -> list[bool]:
+        """Append output, then end tasks this instance runs, in as few
+        transactions as the backend can; whether each was still owned."""
+        self.append_logs(instance_id, chunks)
+        return [self.finish_task(f.task_id, instance_id, f.attempt, f.state,
+                                 exit_code=f.exit_code, error=f.error) for f in finishes]
 
     @abstractmethod
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:

@@ -23,7 +23,7 @@ from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Re
 from ..models import Node, Task, TaskState, make_node, offline_threshold
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import common
-from .base import (SCHEMA_VERSION, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .base import (Finish, SCHEMA_VERSION, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -504,9 +504,17 @@ class SQLiteStore(Store):
                    AND instance_id = ?""", (name, instance_id))]
 
     def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
+        self.finish_tasks(instance_id, [], chunks)
+
+    def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
+                    *, exit_code: int | None = None, error: str | None = None) -> bool:
+        return self.finish_tasks(instance_id, [Finish(task_id, attempt, state, exit_code, error)])[0]
+
+    def finish_tasks(self, instance_id: str, finishes: list[Finish],
+                     chunks: Iterable[LogChunk] = ()) -> list[bool]:
         chunks = [c for c in chunks if c.data]
-        if not chunks:
-            return
+        if not chunks and not finishes:
+            return []
         with self._write() as conn:
             for chunk in chunks:
                 conn.execute(
@@ -516,16 +524,12 @@ class SQLiteStore(Store):
                         FROM tasks t WHERE t.id = ? AND t.instance_id = ? AND t.attempt = ?
                         AND t.state IN {ACTIVE_SQL}""",
                     (chunk.data, chunk.task_id, instance_id, chunk.attempt))
-
-    def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
-                    *, exit_code: int | None = None, error: str | None = None) -> bool:
-        with self._write() as conn:
-            cursor = conn.execute(
+            now = _ts(self.now())
+            return [conn.execute(
                 f"""UPDATE tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?
                     WHERE id = ? AND instance_id = ? AND attempt = ? AND state IN {ACTIVE_SQL}""",
-                (TaskState(state).value, exit_code, error, _ts(self.now()), task_id,
-                 instance_id, attempt))
-            return cursor.rowcount == 1
+                (TaskState(f.state).value, f.exit_code, f.error, now, f.task_id,
+                 instance_id, f.attempt)).rowcount == 1 for f in finishes]
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         with self._errors():
