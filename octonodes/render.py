@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime
 from typing import Iterable
 
@@ -32,11 +30,6 @@ STATE_STYLES = {
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-def print_json(document: object) -> None:
-    json.dump(document, sys.stdout, indent=2)
-    sys.stdout.write("\n")
 
 
 def ago(now: datetime, then: datetime | None) -> str:

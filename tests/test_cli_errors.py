@@ -281,7 +281,23 @@ def test_a_file_that_is_not_a_database_through_the_real_cli(tmp_path):
     assert file_state(path) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the mode bits say")
+def _run_without_override(db: Path, *args: str):
+    """The real CLI, meeting the file's mode bits. Root ignores them through
+    CAP_DAC_OVERRIDE; as root the CLI runs without that capability (setpriv)."""
+    import shutil
+    import subprocess
+    import sys
+
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to run this test as root"
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    env = {k: v for k, v in os.environ.items() if k != "OCTONODES_DB"}
+    return subprocess.run([*prefix, sys.executable, "-m", "octonodes", "--db", str(db), *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
 @pytest.mark.parametrize("mode, args", [(0o000, ["list"]), (0o000, ["drain", "node-1"]),
                                         (0o400, ["drain", "node-1"]),
                                         (0o400, ["config", "set", "cancel_grace", "5s"])])
@@ -289,13 +305,19 @@ def test_an_unreadable_or_read_only_file_is_exit_6(tmp_path, mode, args):
     path = tmp_path / "cluster.db"
     with octonodes.open(str(path), create=True) as c:
         c.store.initialize()
+        c.store.register(Registration(name="node-1", instance_id="i-1", host="h", pid=1,
+                                      version="test", heartbeat_interval=10.0))
     path.chmod(mode)
-    try:
-        before = file_state(path)
-        assert_usage_or_runtime_error(invoke(str(path), *args), 6)
-        assert file_state(path) == before
-    finally:
-        path.chmod(0o600)
+    before = file_state(path)
+    result = _run_without_override(path, *args)
+    assert result.returncode == 6, (result.returncode, result.stdout, result.stderr)
+    assert len(error_lines(result.stderr)) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    path.chmod(0o600)
+    assert file_state(path) | {"mode": None} == before | {"mode": None}
+    with octonodes.open(str(path)) as c:
+        assert c.node("node-1").drain is False
+        assert "cancel_grace" not in c.stored_settings()
 
 
 # -- schema versions (faked by editing the meta table directly) ---------------------

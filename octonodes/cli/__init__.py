@@ -23,6 +23,15 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 DEBUG_ENV = "OCTONODES_DEBUG"
 
 
+def print_json(document: object) -> None:
+    """One JSON document on stdout (kept out of render.py: `--json` must not
+    pay for importing Rich)."""
+    import json
+
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def fail(message: str, exit_code: int) -> typer.Exit:
     """Print the one `Error:` line and return the Exit to raise."""
     print(f"Error: {message}", file=sys.stderr)

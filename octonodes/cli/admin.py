@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..models import validate_cap, validate_name
-from . import JsonOption, app
+from . import JsonOption, app, print_json
 
 config_app = typer.Typer(help="Show or change the cluster settings.", invoke_without_command=True)
 app.add_typer(config_app, name="config")
@@ -46,8 +46,6 @@ def config(ctx: typer.Context, json: JsonOption = False) -> None:
     stored = cluster.stored_settings()
     rows = [(key, stored.get(key, s.default), key in stored, s.help) for key, s in SETTINGS.items()]
     if json:
-        from ..render import print_json
-
         print_json({"database": cluster.db, "settings": {k: v for k, v, _, _ in rows}})
         return
     from ..render import console, settings_table

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import JsonOption, app
+from . import JsonOption, app, print_json
 
 apikey_app = typer.Typer(help="Manage the API keys of the nodes' HTTP API.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
@@ -27,8 +27,6 @@ def apikey_add(ctx: typer.Context, name: KeyName, json: JsonOption = False) -> N
     """
     record, key = ctx.obj.cluster().add_api_key(name)
     if json:
-        from ..render import print_json
-
         print_json({**record.to_json(), "key": key})
     else:
         print(key)
@@ -45,8 +43,6 @@ def apikey_list(ctx: typer.Context, json: JsonOption = False) -> None:
     cluster = ctx.obj.cluster()
     keys = cluster.api_keys()
     if json:
-        from ..render import print_json
-
         print_json([k.to_json() for k in keys])
         return
     from ..render import api_keys_table, console
@@ -79,8 +75,6 @@ def package_list(ctx: typer.Context, json: JsonOption = False) -> None:
     folder = cluster.package_folder()
     packages = folder.packages()
     if json:
-        from ..render import print_json
-
         print_json([p.to_json() for p in packages])
         return
     from ..render import console, packages_table

@@ -11,7 +11,7 @@ import typer
 from ..errors import OctonodesError, TimedOut
 from ..models import NodeStatus
 from ..settings import format_duration, parse_duration
-from . import JsonOption, UnknownOnUsageError, app, fail
+from . import JsonOption, UnknownOnUsageError, app, fail, print_json
 
 NodeName = Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
 DEFAULT_DRAIN_TIMEOUT = "1h"
@@ -42,8 +42,6 @@ def list_nodes(
     """
     cluster = ctx.obj.cluster()
     if json:
-        from ..render import print_json
-
         print_json([n.to_json() for n in cluster.nodes(status or ())])
         return
     from ..render import console, nodes_table
@@ -74,8 +72,6 @@ def show(ctx: typer.Context, name: NodeName, json: JsonOption = False) -> None:
     cluster = ctx.obj.cluster()
     node = cluster.node(name)
     if json:
-        from ..render import print_json
-
         print_json(node.to_json())
         return
     from ..render import console, node_detail, tasks_table
@@ -213,8 +209,6 @@ def check(
         result = cluster.check(warn_wait=seconds)
     except OctonodesError as exc:
         if json:
-            from ..render import print_json
-
             print_json({"status": "UNKNOWN", "code": 3, "summary": f"OCTONODES UNKNOWN - {exc}",
                         "problems": [str(exc)]})
         else:
@@ -222,8 +216,6 @@ def check(
         print(f"Error: {exc}", file=sys.stderr)
         raise typer.Exit(3) from None
     if json:
-        from ..render import print_json
-
         queue = result.queue
         print_json({
             "status": result.status, "code": result.code, "summary": result.summary,

@@ -10,7 +10,7 @@ import typer
 from ..models import TaskState
 from ..settings import parse_duration
 from ..store.base import TaskSpec
-from . import JsonOption, app
+from . import JsonOption, app, print_json
 
 task_app = typer.Typer(help="Queue tasks and follow them.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
@@ -52,8 +52,6 @@ def add(
     )
     task = ctx.obj.cluster().add_tasks([spec])[0]
     if json:
-        from ..render import print_json
-
         print_json(task.to_json())
     else:
         print(task.id)
@@ -76,8 +74,6 @@ def list_tasks(
     cluster = ctx.obj.cluster()
     tasks = cluster.tasks(node=node, states=state or (), limit=limit)
     if json:
-        from ..render import print_json
-
         print_json([t.to_json() for t in tasks])
         return
     from ..render import console, tasks_table
@@ -94,8 +90,6 @@ def show_task(ctx: typer.Context, task_id: TaskId, json: JsonOption = False) -> 
     cluster = ctx.obj.cluster()
     task = cluster.task(task_id)
     if json:
-        from ..render import print_json
-
         print_json(task.to_json())
         return
     from ..render import console, task_detail
@@ -155,8 +149,6 @@ def wait(
     seconds = parse_duration(timeout) if timeout else None
     task = ctx.obj.cluster().wait(task_id, timeout=seconds)
     if json:
-        from ..render import print_json
-
         print_json(task.to_json())
     else:
         detail = f" (exit code {task.exit_code})" if task.exit_code not in (None, 0) else ""

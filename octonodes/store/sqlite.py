@@ -62,6 +62,12 @@ class SQLiteStore(Store):
             )
         if not exists:
             self._create_file()
+        elif self.path.is_file() and not os.access(self.path, os.R_OK | os.W_OK):
+            # In WAL mode even a reader writes the -shm index: a file we may
+            # not write would only leave stray side files behind.
+            raise DatabaseError(
+                f"cannot use the database {self.display}: it must be readable and writable "
+                "by this user (check its owner and mode)")
         self.conn = self._connect(busy_timeout)
         self._data_version: int | None = None
         self._watch = None
