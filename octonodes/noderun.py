@@ -24,7 +24,7 @@ def run_node(db: str | None, *, name: str, cap: int | None, listen: str | None,
     """Run a node until it is stopped; returns the exit code."""
     address = parse_listen(listen) if listen else None
     nodelog.setup(name, log_format)
-    store = open_store(db, create=True)
+    store = open_store(db, create=True, application_name=f"octonodes node {name}")
     store.prepare_for_node()
     store.set_lock_wait(WORKER_BUSY_TIMEOUT)
     worker = Worker(store, name, cap=cap,

@@ -151,6 +151,7 @@ class Worker:
         self._failing_since: float | None = None
         self._pending_chunks: list[LogChunk] = []
         self._stop_begun = False
+        self._claim_unsure = False  # a claim failed: it may have committed all the same
 
     # -- start --------------------------------------------------------------
 
@@ -279,6 +280,8 @@ class Worker:
             return
         if self.live.fenced:
             log.info("reached the database again after %.1fs; claiming again", now - self._last_ok)
+        elif self._failing_since is not None:
+            log.info("reached the database again after %.1fs", now - self._failing_since)
         self._failing_since = None
         self._last_ok = now
         self.settings = result.settings
@@ -367,6 +370,8 @@ class Worker:
             return
         self._look = False
         try:
+            if self._claim_unsure and not self.live.fenced and self.stop_requests < 2:
+                self._adopt_unseen_claims()
             self._cancel_requested()
             if changed:
                 self._set_live(self.store.node(self.name))
@@ -374,6 +379,7 @@ class Worker:
         except DatabaseError as exc:
             self._db_trouble(now, exc, "claim")
             self._look = True
+            self._claim_unsure = True
         except NotFound:
             self._next_check_in = 0.0  # our row is gone: the check-in will say so
 
@@ -395,6 +401,21 @@ class Worker:
             run = TaskRun(task, self.name, self.settings.task_log_limit, wake=self.wake.set,
                           threads=self.threads)
             self.runs[task.id] = run
+        self._set_live()
+
+    def _adopt_unseen_claims(self) -> None:
+        """A claim can commit on the server and still fail here, when the
+        connection breaks before the answer arrives; its tasks would then stay
+        Executing on this live node for ever. Run what the database says this
+        instance owns and the loop never started (no one else can have run it)."""
+        known = set(self.runs) | {run.task.id for run, _ in self.finishes}
+        for task in self.store.own_active_tasks(self.name, self.instance_id):
+            if task.id not in known:
+                log.warning("task %d was claimed as the connection broke; running it now "
+                            "(attempt %d): %s", task.id, task.attempt, task.name)
+                self.runs[task.id] = TaskRun(task, self.name, self.settings.task_log_limit,
+                                             wake=self.wake.set, threads=self.threads)
+        self._claim_unsure = False
         self._set_live()
 
     def _db_trouble(self, now: float, exc: DatabaseError, doing: str) -> None:

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 REGENERATE = "python docs/gen_cli.py"
 CHECKED_DOCS = [
-    "concepts.md", "tasks.md", "operations.md",
-    "runbooks/maintenance.md", "runbooks/retirement.md",
+    "concepts.md", "tasks.md", "operations.md", "api.md", "load-balancing.md",
+    "postgresql.md", "runbooks/maintenance.md", "runbooks/retirement.md",
 ]
 """The hand-written pages whose commands, options and links are checked here."""
 

@@ -1,19 +1,20 @@
-"""What the HTTP handlers share: the node's worker, and one database
-connection per thread.
+"""What the HTTP handlers share: the node's worker, and its database threads.
 
 The node's loop runs in the main thread and owns its store connection, and a
-SQLite connection cannot be shared across threads, so a handler that needs
-the database uses `cluster()`: a connection of its own, opened on first use
-in each of the server's worker threads and kept for the next request there.
+SQLite connection cannot be shared across threads, so handlers that need the
+database run on a small pool of threads of their own (`call`), each with a
+connection opened on first use and kept. The pool's size bounds the
+connections a node opens for its API, which matters with PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Callable, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 
 from ..cluster import Cluster
 
@@ -21,6 +22,8 @@ T = TypeVar("T")
 
 HTTP_LOCK_WAIT = 5.0
 """How long a request waits for another writer's lock before it answers 503."""
+DB_THREADS = 2
+"""Threads (so connections) serving the API's database work, per node."""
 
 
 class HttpContext:
@@ -29,6 +32,7 @@ class HttpContext:
         self._local = threading.local()
         self._uploads_lock = threading.Lock()
         self._uploads: set = set()
+        self._db_threads = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="http-db")
 
     def upload_started(self, upload) -> None:
         with self._uploads_lock:
@@ -44,7 +48,8 @@ class HttpContext:
             return list(self._uploads)
 
     def cluster(self) -> Cluster:
-        """This thread's connection to the cluster's database."""
+        """This thread's connection to the cluster's database (call it only
+        on the database threads: through `call` or `run`)."""
         cluster = getattr(self._local, "cluster", None)
         if cluster is None:
             store = self.worker.store.reopen()
@@ -53,8 +58,15 @@ class HttpContext:
         return cluster
 
     async def call(self, fn: Callable[[Cluster], T]) -> T:
-        """Run `fn(cluster)` in a worker thread, off the event loop."""
-        return await run_in_threadpool(lambda: fn(self.cluster()))
+        """Run `fn(cluster)` on a database thread, off the event loop."""
+        return await self.run(lambda: fn(self.cluster()))
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run `fn()` on a database thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_threads, fn)
+
+    def close(self) -> None:
+        self._db_threads.shutdown(wait=False)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -20,7 +20,8 @@ from ..models import NodeStatus
 
 
 class ClusterCollector:
-    """Reads nodes and the queue through this thread's connection at each scrape."""
+    """Reads nodes and the queue at each scrape, on one of the context's
+    database threads."""
 
     def __init__(self, context) -> None:
         self.context = context
@@ -67,8 +68,8 @@ def metrics_endpoint(context):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(context))
 
-    def metrics(request: Request) -> Response:
-        # A plain function: Starlette runs it in a worker thread.
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        body = await context.run(lambda: generate_latest(registry))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics

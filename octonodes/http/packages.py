@@ -5,8 +5,10 @@ arrives (streaming-form-data, fed from `request.stream()`), and the file
 part's bytes go straight to the package store's temporary file with their
 SHA-256 computed on the way (`PackageTarget`), in constant memory and with
 no size limit; the body is never held whole, nor written twice. Parsing,
-hashing and writing run in a worker thread, batched, so the event loop
-stays free for pings while a large upload runs.
+hashing and writing run in a worker thread, a batch at a time, so the event
+loop stays free for pings while a large upload runs; one batch is in that
+thread while the loop reads the next, so the two overlap (at most two
+batches in memory).
 
 Answers: 200 with the package (a new upload, or IgnoreIfExists's existing
 one); 400 for a bad name, a bad overwriteMode or a malformed body; 409 under
@@ -134,6 +136,28 @@ def overwrite_mode(request: Request) -> OverwriteMode:
                      + ", ".join(m.value for m in OverwriteMode))
 
 
+def _feed(parser: StreamingFormDataParser, chunks: list[bytes]) -> None:
+    for chunk in chunks:  # as they came: joining them would copy every byte once more
+        parser.data_received(chunk)
+
+
+def _release(context, target: PackageTarget) -> None:
+    target.discard()
+    context.upload_ended(target)
+
+
+def _when_done(in_flight: asyncio.Future | None, release) -> None:
+    """Run `release` now, or, while a batch is still being written in a
+    worker thread (the request ended early), once that batch is done; until
+    then the upload stays listed, so a server that stops first abandons it."""
+    if in_flight is None or in_flight.done():
+        if in_flight is not None and not in_flight.cancelled():
+            in_flight.exception()  # retrieved: its error, if any, was answered or moot
+        release()  # synchronous: it must run even when the request is cancelled
+        return
+    in_flight.add_done_callback(lambda _done: _when_done(_done, release))
+
+
 @authenticated
 async def upload(request: Request) -> Response:
     mode = overwrite_mode(request)
@@ -146,6 +170,7 @@ async def upload(request: Request) -> Response:
     target = PackageTarget(folder, mode)
     parser.register("file", target, lambda _registered, _actual: True)  # whatever the part's name
     context.upload_started(target)
+    in_flight: asyncio.Future | None = None
     try:
         batch: list[bytes] = []
         batched = 0
@@ -153,10 +178,16 @@ async def upload(request: Request) -> Response:
             batch.append(chunk)
             batched += len(chunk)
             if batched >= FEED_SIZE:
-                await run_in_threadpool(parser.data_received, b"".join(batch))
+                # One batch in flight: it is parsed, hashed and written in a
+                # worker thread while the event loop reads the next one.
+                if in_flight is not None:
+                    await asyncio.shield(in_flight)
+                in_flight = asyncio.ensure_future(run_in_threadpool(_feed, parser, batch))
                 batch, batched = [], 0
+        if in_flight is not None:
+            await asyncio.shield(in_flight)
         if batch:
-            await run_in_threadpool(parser.data_received, b"".join(batch))
+            await run_in_threadpool(_feed, parser, batch)
         package, stored = await run_in_threadpool(target.complete)
     except ParseFailedException as exc:
         raise MalformedUpload(f"malformed multipart/form-data body ({exc})") from None
@@ -169,8 +200,7 @@ async def upload(request: Request) -> Response:
         log.warning("upload of %s cancelled: the node is stopping", _what(target))
         return Response(status_code=503)
     finally:
-        target.discard()  # synchronous: it must run even when the request is cancelled
-        context.upload_ended(target)
+        _when_done(in_flight, lambda: _release(context, target))
     if stored:
         log.info("stored package %s (%d bytes, sha256 %s)", package.file_name, package.size,
                  package.sha256)

@@ -48,16 +48,19 @@ def resolve_db(db: str | None) -> tuple[str, str]:
 
 
 def open_store(db: str | None = None, *, create: bool = False, clock: Clock | None = None,
-               busy_timeout: float | None = None) -> Store:
+               busy_timeout: float | None = None, application_name: str | None = None) -> Store:
     """Open the cluster's database. Only `create=True` (used by `init` and
     `node run`) makes a new one, and then leaves the schema to the caller
     (`initialize()` or `prepare_for_node()`); otherwise a missing database
-    raises DatabaseMissing, nothing is left behind, and the schema is checked."""
+    raises DatabaseMissing, nothing is left behind, and the schema is checked.
+    `application_name` labels PostgreSQL connections for the server's
+    `pg_stat_activity` (default `octonodes`)."""
     kind, target = resolve_db(db)
     if kind == "postgresql":
         from .postgres import PostgresStore
 
-        return PostgresStore(target, create=create, clock=clock)
+        return PostgresStore(target, create=create, clock=clock,
+                             application_name=application_name)
     from .sqlite import SQLiteStore
 
     kwargs = {} if busy_timeout is None else {"busy_timeout": busy_timeout}

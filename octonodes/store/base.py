@@ -146,13 +146,16 @@ class Store(ABC):
 
     @abstractmethod
     def changed(self) -> bool:
-        """Cheap: has anyone else committed since the last call? May say True
-        spuriously, never False when something changed."""
+        """Cheap: may something a node or a waiter acts on (a task queued,
+        cancelled or ended, drain, cap, a node registered or stopped, a
+        setting) have changed since the last call? The store's own writes
+        don't count. May say True spuriously, never False after such a change."""
 
     def change_fd(self) -> int | None:
-        """A file descriptor that becomes readable when someone may have
-        committed (a node waits on it instead of polling), or None. `changed()`
-        consumes what it signals and tells the truth."""
+        """A file descriptor that becomes readable when `changed()` may say
+        True (a node waits on it instead of polling), or None. The same
+        descriptor for the store's life, so it can be taken once before a
+        loop; `changed()` consumes what it signals and tells the truth."""
         return None
 
     def set_lock_wait(self, seconds: float) -> None:

@@ -8,13 +8,12 @@ single write lock did there:
   the claim and two claims by one node cannot together pass its cap.
 - Times are `timestamptz` from the server's clock (`now()`), so hosts with
   skewed clocks agree; a clock injected by a test replaces it everywhere.
-- Writes that a node or a waiting command must react to send `pg_notify` on a
-  channel named after the schema. A thread LISTENs on a second connection
-  (opened on first use) and wakes a pipe: `change_fd()` is its read end, the
-  same for the store's life, `changed()` consumes it.
+- Writes that a node or a waiting command must react to send `pg_notify`;
+  `postgres_listen` turns them into a pipe to wait on (`change_fd()`).
 - A lost connection fails the call with DatabaseError; the next call
-  reconnects, and `changed()` then says True once for what may have been
-  missed (and True on every call while the listener is cut off).
+  reconnects (`postgres_connect`), and `changed()` then says True once for
+  what may have been missed (and True on every call while the listener is
+  cut off).
 
 Everything lives in `current_schema()`: a URL such as
 `postgresql://u@host/db?options=-csearch_path%3Dcluster_a` keeps a cluster (or
@@ -23,31 +22,20 @@ a test) in its own schema, which `initialize()` creates when it is missing.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import select
-import threading
 import weakref
-from contextlib import contextmanager
+from functools import partial
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Iterable
 
-from ..errors import DatabaseBusy, DatabaseError, NotFound, Refused, SchemaMismatch, UsageError
+from ..errors import DatabaseError, NotFound, Refused, SchemaMismatch
 from ..models import Node, Task, TaskState, make_node, offline_threshold
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import common
-from .base import (SCHEMA_VERSION, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .base import (SCHEMA_VERSION, ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
+from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
+from .postgres_listen import Listener, channel_for
 from .postgres_schema import TABLES
-
-try:
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    from psycopg.rows import dict_row
-except ImportError:  # pragma: no cover - the `postgres` extra is not installed
-    psycopg = None
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
 NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
@@ -64,240 +52,45 @@ SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
 
-CONNECT_DEFAULTS = {
-    # A node must notice a dead server or a cut network well within
-    # offline_after, not after the kernel's two-hour keepalive default.
-    "connect_timeout": "10",
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "application_name": "octonodes",
-}
-MAX_IDENTIFIER = 63
-DEFAULT_LOCK_WAIT = 10.0
-"""How long a statement waits for another's row lock before DatabaseBusy,
-like SQLite's busy timeout; a node sets a shorter one (`set_lock_wait`)."""
-LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.5, 5.0
-"""Back-off of the LISTEN thread while the server cannot be reached."""
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and `display`."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hosts = netloc.rsplit("@", 1)
-        netloc = userinfo.split(":", 1)[0] + "@" + hosts
-    query = "&".join(p for p in parts.query.split("&")
-                     if p and not p.lower().startswith("password="))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
 
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _first_schema(search_path: str) -> str | None:
-    """The first schema a `search_path` setting names, read as the server
-    reads it (quoted names as they are, others lower-cased), skipping `$user`
-    and the system schemas."""
-    for entry in search_path.split(","):
-        entry = entry.strip()
-        if len(entry) > 1 and entry[0] == entry[-1] == '"':
-            entry = entry[1:-1].replace('""', '"')
-        else:
-            entry = entry.lower()
-        if entry and entry != "$user" and entry != "pg_catalog" and not entry.startswith("pg_temp"):
-            return entry
-    return None
-
-
-def _channel_for(schema: str) -> str:
-    """A LISTEN channel per schema; identifiers stop at 63 bytes, so a long
-    schema name is replaced by its hash."""
-    channel = f"octonodes_{schema}"
-    if len(channel.encode()) > MAX_IDENTIFIER:
-        channel = "octonodes_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
-    return channel
-
-
-def _one_line(exc: BaseException) -> str:
-    """libpq's message on one line: no hint lines, no `connection failed:` prefix."""
-    lines = [ln.strip() for ln in str(exc).splitlines()
-             if ln.strip() and not ln.startswith(("\t", " "))]
-    if not lines:
-        return type(exc).__name__
-    line = lines[-1] if len(lines) > 1 and lines[0].endswith("All failures were:") else lines[0]
-    line = line.lstrip("- ")
-    for prefix in ("connection failed: ", "connection is bad: "):
-        if line.startswith(prefix):
-            line = line[len(prefix):]
-    return " ".join(line.split())
-
-
-def _pipe() -> tuple[int, int]:
-    read, write = os.pipe()
-    os.set_blocking(read, False)
-    os.set_blocking(write, False)
-    return read, write
-
-
-def _poke(fd: int) -> None:
-    try:
-        os.write(fd, b"x")
-    except OSError:
-        pass  # full: already awake
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except OSError:
-        pass
-
-
-def _close_quietly(conn: Any) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except Exception:
-            pass
-
-
-class _Listener:
-    """LISTENs on its own connection in a daemon thread and wakes a pipe.
-
-    It holds no reference to the store, so a store dropped without `close()`
-    is still collected, and its finalizer stops this thread and its connection.
-    """
-
-    def __init__(self, conninfo: str, channel: str) -> None:
-        self.conninfo, self.channel = conninfo, channel
-        self.own_pid: int | None = None  # the store's statement backend: its own writes
-        self._lock = threading.Lock()
-        self._pending = True  # the first changed() says True, as SQLite's does
-        self._listening = False
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._wake: tuple[int, int] | None = None
-        self._stop: tuple[int, int] | None = None
-
-    def fileno(self) -> int | None:
-        """The pipe's read end, the same for the listener's life; starts the thread."""
-        with self._lock:
-            if self._closed:
-                return None
-            if self._thread is None:
-                self._wake, self._stop = _pipe(), _pipe()
-                self._thread = threading.Thread(target=self._run, name="octonodes-listen",
-                                                daemon=True)
-                self._thread.start()
-            return self._wake[0]
-
-    def signal(self) -> None:
-        """Someone may have committed: remember it and wake whoever waits."""
-        with self._lock:
-            self._pending = True
-            if self._wake is not None:
-                _poke(self._wake[1])
-
-    def changed(self) -> bool:
-        """True once per batch of signals, and on every call while cut off."""
-        fd = self.fileno()
-        with self._lock:
-            if fd is not None and self._wake is not None:
-                _drain(fd)
-            changed = self._pending or not self._listening
-            self._pending = False
-        return changed
-
-    def wait(self, timeout: float) -> bool:
-        fd = self.fileno()
-        if fd is not None and not self._pending and timeout > 0:
-            try:
-                select.select([fd], [], [], timeout)
-            except (OSError, ValueError):
-                pass  # closed meanwhile
-        return self.changed()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-            if self._stop is not None:
-                _poke(self._stop[1])
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1)  # it closes its pipes and connection as it ends
-
-    def _run(self) -> None:
-        try:
-            self._listen_until_closed()
-        finally:
-            with self._lock:
-                for fd in (self._wake or ()) + (self._stop or ()):
-                    os.close(fd)
-                self._wake = self._stop = None
-
-    def _listen_until_closed(self) -> None:
-        stop = self._stop[0]
-        retry = LISTEN_RETRY_MIN
-        while not self._closed:
-            conn = None
-            try:
-                conn = psycopg.connect(self.conninfo, autocommit=True)
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                self._listening = True
-                self.signal()  # whatever was sent before the LISTEN was missed
-                retry = LISTEN_RETRY_MIN
-                while not self._closed:
-                    ready, _, _ = select.select([conn.fileno(), stop], [], [])
-                    if stop in ready:
-                        return
-                    notes = list(conn.notifies(timeout=0))
-                    if conn.closed:
-                        break
-                    if any(note.pid != self.own_pid for note in notes):
-                        self.signal()
-            except (psycopg.Error, OSError, ValueError):
-                pass
-            finally:
-                self._listening = False
-                _close_quietly(conn)
-            if self._closed:
-                return
-            self.signal()  # cut off: look now, and poll until we are back
-            if stop in select.select([stop], [], [], retry)[0]:
-                return
-            retry = min(2 * retry, LISTEN_RETRY_MAX)
+def _connected(listener: Listener, backend_pid: int, reconnected: bool) -> None:
+    """A new statement connection: its notifications are the store's own,
+    and others' may have gone by while it was cut off."""
+    listener.own_pid = backend_pid
+    if reconnected:
+        listener.signal()
 
 
 class PostgresStore(Store):
     kind = "postgresql"
 
-    def __init__(self, url: str, *, create: bool = False, clock: Clock | None = None) -> None:
-        self.display = redact(url)
+    def __init__(self, url: str, *, create: bool = False, clock: Clock | None = None,
+                 application_name: str | None = None) -> None:
+        """`application_name` is what `pg_stat_activity` shows for this store's
+        connections (its listener's with ` listen` added), e.g. `octonodes node
+        node-1`, unless the URL or PGAPPNAME names them."""
         self._url = url
-        if psycopg is None:
-            raise DatabaseError(
-                "PostgreSQL support needs psycopg: pip install 'octonodes[postgres]'")
         self._clock = clock
-        self._lock = threading.RLock()  # one statement at a time on self._conn
-        self._conn: Any = None
-        self._backend_pid: int | None = None
-        self._lock_wait = DEFAULT_LOCK_WAIT
-        self._password = ""
-        self._conninfo = self._make_conninfo(url)
-        self._listener: _Listener | None = None
-        self._connection()
+        self._application_name = application_name or APPLICATION_NAME
+        self._db = Connection(url, application_name=self._application_name)
+        self.display = self._db.display
+        self._listener: Listener | None = None
+        self._db.connection()
         try:
             self.schema = self._find_schema()
-            self._channel = _channel_for(self.schema)
-            self._listener = _Listener(self._conninfo, self._channel)
-            self._listener.own_pid = self._backend_pid
+            self._db.where = self._where()
+            self._channel = channel_for(self.schema)
+            self._listener = Listener(
+                with_application_name(self._db.conninfo, f"{self._application_name} listen"),
+                self._channel)
+            self._listener.own_pid = self._db.backend_pid
+            # Bound to the listener, not the store: no cycle keeps a store
+            # dropped without close() alive, so its finalizer runs at once.
+            self._db.on_connect = partial(_connected, self._listener)
             weakref.finalize(self, self._listener.close)
             if not create:
                 self.check_schema()
@@ -307,35 +100,13 @@ class PostgresStore(Store):
 
     # -- opening ------------------------------------------------------------
 
-    def _make_conninfo(self, url: str) -> str:
-        try:
-            given = conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            raise UsageError(f"invalid PostgreSQL URL {self.display}: {_one_line(exc)}") from None
-        self._password = str(given.get("password") or "")
-        defaults = dict(CONNECT_DEFAULTS)
-        if psycopg.pq.version() >= 120000:  # libpq 12 knows tcp_user_timeout
-            defaults["tcp_user_timeout"] = "30000"
-        return make_conninfo(url, **{k: v for k, v in defaults.items() if k not in given})
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
-
-    def _connect(self) -> Any:
-        try:
-            return psycopg.connect(self._conninfo, autocommit=True)
-        except psycopg.Error as exc:
-            raise DatabaseError(
-                f"cannot connect to the database {self.display}: {self._scrub(_one_line(exc))}"
-            ) from None
-
     def _find_schema(self) -> str:
         """The schema to work in: the current one, else the first named on
         search_path (which `initialize()` creates)."""
         with self._cursor() as cur:
             row = cur.execute("SELECT current_schema() AS current, "
                               "current_setting('search_path') AS path").fetchone()
-        named = row["current"] or _first_schema(row["path"])
+        named = row["current"] or first_schema(row["path"])
         if named is None:
             raise DatabaseError(
                 f"{self.display}: search_path ({row['path']}) names no schema to keep the "
@@ -347,17 +118,24 @@ class PostgresStore(Store):
 
     def _read_meta(self, cur: Any) -> dict[str, str] | None:
         cur.execute(
-            """SELECT c.relname AS name FROM pg_class c
-               JOIN pg_namespace s ON s.oid = c.relnamespace
+            """SELECT c.relname AS name, has_schema_privilege(s.oid, 'USAGE') AS usable
+               FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
                WHERE s.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)""",
             (self.schema, list(TABLES)))
-        tables = {r["name"] for r in cur.fetchall()}
+        rows = cur.fetchall()
+        tables = {r["name"] for r in rows}
         if "meta" not in tables:
             if tables:
                 raise DatabaseError(
                     f"{self._where()} has tables named like octonodes' "
                     f"({', '.join(sorted(tables))}) but is not an octonodes database")
             return None
+        if not rows[0]["usable"]:
+            # Without USAGE the server skips the schema on search_path and
+            # says the tables do not exist; say what is wrong instead.
+            raise DatabaseError(
+                f"{self._where()}: permission denied for schema {self.schema}; "
+                "the database owner must grant USAGE on it (see docs/postgresql.md)")
         cur.execute("SELECT key, value FROM meta")
         return {r["key"]: r["value"] for r in cur.fetchall()}
 
@@ -391,83 +169,16 @@ class PostgresStore(Store):
 
     # -- plumbing -----------------------------------------------------------
 
-    def _connection(self) -> Any:
-        """The statement connection; a new one when the last was lost."""
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        first = self._conn is None and self._backend_pid is None
-        _close_quietly(self._conn)
-        self._conn = None
-        conn = self._connect()
-        try:
-            conn.execute("SELECT set_config('lock_timeout', %s, false)",
-                         (f"{int(self._lock_wait * 1000)}ms",))
-        except psycopg.Error as exc:
-            _close_quietly(conn)
-            raise DatabaseError(
-                f"cannot connect to the database {self.display}: {self._scrub(_one_line(exc))}"
-            ) from None
-        self._conn, self._backend_pid = conn, conn.info.backend_pid
-        if self._listener is not None:
-            self._listener.own_pid = self._backend_pid
-            if not first:
-                self._listener.signal()  # notifications may have gone by while we were cut off
-        return conn
-
-    def _translate(self, exc: Exception) -> DatabaseError:
-        text = self._scrub(_one_line(exc))
-        if self._conn is None or self._conn.closed:
-            return DatabaseError(f"lost the connection to the database {self.display}: {text}")
-        if isinstance(exc, psycopg.errors.LockNotAvailable):
-            return DatabaseBusy(f"the database {self.display} stayed locked; try again ({text})")
-        if isinstance(exc, psycopg.errors.TransactionRollback):
-            return DatabaseBusy(f"the database {self.display} was busy; try again ({text})")
-        if isinstance(exc, psycopg.errors.UndefinedTable):
-            return SchemaMismatch(f"{self._where()}: {text}; run `octonodes init`")
-        return DatabaseError(f"database {self.display}: {text}")
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """psycopg's errors as ours. A connection found dead is dropped here,
-        so the next call connects again."""
-        try:
-            yield
-        except psycopg.Error as exc:
-            error = self._translate(exc)
-            if self._conn is not None and self._conn.closed:
-                _close_quietly(self._conn)
-                self._conn = None
-            raise error from None
-
-    @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self) -> Any:
         """A cursor for statements that stand alone (autocommit)."""
-        with self._lock, self._errors():
-            yield self._connection().cursor(row_factory=dict_row)
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[Any]:
-        with self._lock, self._errors():
-            conn = self._connection()
-            cur = conn.cursor(row_factory=dict_row)
-            cur.execute(begin)
-            try:
-                yield cur
-            except BaseException:
-                if not conn.closed:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except psycopg.Error:
-                        pass
-                raise
-            cur.execute("COMMIT")
+        return self._db.cursor()
 
     def _write(self) -> Any:
-        return self._transaction("BEGIN")
+        return self._db.transaction("BEGIN")
 
     def _read(self) -> Any:
         """Several statements that see one snapshot."""
-        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return self._db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def _injected(self) -> datetime | None:
         """The test's clock for NOW_SQL, or None for the server's."""
@@ -490,20 +201,16 @@ class PostgresStore(Store):
             return _utc(cur.execute("SELECT now() AS now").fetchone()["now"])
 
     def reopen(self) -> "PostgresStore":
-        return PostgresStore(self._url, clock=self._clock)
+        return PostgresStore(self._url, clock=self._clock,
+                             application_name=self._application_name)
 
     def set_lock_wait(self, seconds: float) -> None:
-        self._lock_wait = seconds
-        with self._cursor() as cur:
-            cur.execute("SELECT set_config('lock_timeout', %s, false)",
-                        (f"{int(seconds * 1000)}ms",))
+        self._db.set_lock_wait(seconds)
 
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
-        with self._lock:
-            _close_quietly(self._conn)
-            self._conn = None
+        self._db.close()
 
     # -- wake-ups -------------------------------------------------------------
 
@@ -519,6 +226,8 @@ class PostgresStore(Store):
     # -- schema -------------------------------------------------------------
 
     def initialize(self) -> tuple[int | None, int]:
+        from psycopg import sql
+
         from .postgres_schema import migrate
 
         with self._write() as cur:
@@ -534,7 +243,15 @@ class PostgresStore(Store):
             if before is not None and before >= SCHEMA_VERSION:
                 self._verify(meta)
                 return before, before
-            if cur.execute("SELECT current_schema() AS s").fetchone()["s"] != self.schema:
+            row = cur.execute(
+                """SELECT current_schema() AS s, has_schema_privilege(%s, 'USAGE')
+                   AND has_schema_privilege(%s, 'CREATE') AS may""",
+                (self.schema, self.schema)).fetchone()
+            if not row["may"]:
+                raise DatabaseError(
+                    f"{self._where()}: permission denied for schema {self.schema}; "
+                    "`octonodes init` needs CREATE and USAGE on it (or run it as its owner)")
+            if row["s"] != self.schema:
                 raise DatabaseError(f"{self._where()}: the schema is not first on search_path")
             after = migrate(cur.execute, before)
         return before, after
@@ -857,12 +574,22 @@ class PostgresStore(Store):
             return [(r["id"], r["attempt"]) for r in cur.fetchall()]
 
     def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
+        self.finish_tasks(instance_id, [], chunks)
+
+    def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
+                    *, exit_code: int | None = None, error: str | None = None) -> bool:
+        return self.finish_tasks(instance_id, [Finish(task_id, attempt, state, exit_code, error)])[0]
+
+    def finish_tasks(self, instance_id: str, finishes: list[Finish],
+                     chunks: Iterable[LogChunk] = ()) -> list[bool]:
+        """Output, then ends, in one transaction: a lost answer to the commit
+        either did all of it or none, so a retry never duplicates output."""
         groups: dict[tuple[int, int], list[bytes]] = {}
         for chunk in chunks:
             if chunk.data:
                 groups.setdefault((chunk.task_id, chunk.attempt), []).append(bytes(chunk.data))
-        if not groups:
-            return
+        if not groups and not finishes:
+            return []
         with self._write() as cur:
             # Task rows locked in id order; the owner's lock makes the
             # sequence numbers safe even if it appends from two connections.
@@ -879,19 +606,20 @@ class PostgresStore(Store):
                 cur.executemany(
                     "INSERT INTO task_logs (task_id, seq, data) VALUES (%s, %s, %s)",
                     [(task_id, last + i, data) for i, data in enumerate(datas, 1)])
-
-    def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
-                    *, exit_code: int | None = None, error: str | None = None) -> bool:
-        with self._cursor() as cur:
-            # One statement: the notify is sent only when the row was ours.
-            cur.execute(
-                f"""UPDATE tasks SET state = %s, exit_code = %s, error = %s,
-                    finished_at = {NOW_SQL}
-                    WHERE id = %s AND instance_id = %s AND attempt = %s AND state IN {ACTIVE_SQL}
-                    RETURNING pg_notify(%s, %s)""",
-                (TaskState(state).value, exit_code, error, self._injected(), task_id,
-                 instance_id, attempt, self._channel, f"end {task_id}"))
-            return cur.rowcount == 1
+            owned = []
+            for finish in finishes:
+                # One statement: the notify is sent only when the row was ours.
+                cur.execute(
+                    f"""UPDATE tasks SET state = %s, exit_code = %s, error = %s,
+                        finished_at = {NOW_SQL}
+                        WHERE id = %s AND instance_id = %s AND attempt = %s
+                        AND state IN {ACTIVE_SQL}
+                        RETURNING pg_notify(%s, %s)""",
+                    (TaskState(finish.state).value, finish.exit_code, finish.error,
+                     self._injected(), finish.task_id, instance_id, finish.attempt,
+                     self._channel, f"end {finish.task_id}"))
+                owned.append(cur.rowcount == 1)
+            return owned
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         with self._cursor() as cur:

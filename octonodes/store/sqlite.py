@@ -579,7 +579,7 @@ class SQLiteStore(Store):
         now = self.now()
         ts = _ts(now)
         # Read-only looks first, so a quiet cluster never takes the write lock.
-        lost_where = f"""AND (n.name IS NULL OR n.instance_id IS NOT t.instance_id
+        lost_where = """AND (n.name IS NULL OR n.instance_id IS NOT t.instance_id
             OR n.stopped_at IS NOT NULL
             OR n.last_seen < ? - max(?, 2 * coalesce(n.heartbeat_interval, 0)))"""
         lost_args = (ts, settings.offline_after)

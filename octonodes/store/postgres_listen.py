@@ -1,0 +1,172 @@
+"""Wake-ups for a PostgreSQL store: LISTEN in a thread, a pipe to wait on.
+
+Writes that a node or a waiting command must react to send `pg_notify` on a
+channel named after the schema (`channel_for`). A `Listener` LISTENs on a
+connection of its own, opened on first use in a daemon thread, and wakes a
+pipe: its read end is the store's `change_fd()`, the same for the store's
+life, and `changed()` consumes it. Notifications sent by the store's own
+statement connection (`own_pid`) do not count.
+
+While the listener is cut off from the server it says "changed" on every
+call, so a waiter polls; once it is back it LISTENs again and says
+"changed" once for whatever went by meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import threading
+
+from .postgres_connect import close_quietly
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # pragma: no cover - the `postgres` extra is not installed
+    psycopg = None
+
+MAX_IDENTIFIER = 63
+LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.5, 5.0
+"""Back-off of the LISTEN thread while the server cannot be reached."""
+
+
+def channel_for(schema: str) -> str:
+    """A LISTEN channel per schema; identifiers stop at 63 bytes, so a long
+    schema name is replaced by its hash."""
+    channel = f"octonodes_{schema}"
+    if len(channel.encode()) > MAX_IDENTIFIER:
+        channel = "octonodes_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
+    return channel
+
+
+def _pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    return read, write
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"x")
+    except OSError:
+        pass  # full: already awake
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+
+
+class Listener:
+    """LISTENs on its own connection in a daemon thread and wakes a pipe.
+
+    It holds no reference to the store, so a store dropped without `close()`
+    is still collected, and its finalizer stops this thread and its connection.
+    """
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self.conninfo, self.channel = conninfo, channel
+        self.own_pid: int | None = None  # the store's statement backend: its own writes
+        self._lock = threading.Lock()
+        self._pending = True  # the first changed() says True, as SQLite's does
+        self._listening = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None
+        self._stop: tuple[int, int] | None = None
+
+    def fileno(self) -> int | None:
+        """The pipe's read end, the same for the listener's life; starts the thread."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._thread is None:
+                self._wake, self._stop = _pipe(), _pipe()
+                self._thread = threading.Thread(target=self._run, name="octonodes-listen",
+                                                daemon=True)
+                self._thread.start()
+            return self._wake[0]
+
+    def signal(self) -> None:
+        """Someone may have committed: remember it and wake whoever waits."""
+        with self._lock:
+            self._pending = True
+            if self._wake is not None:
+                _poke(self._wake[1])
+
+    def changed(self) -> bool:
+        """True once per batch of signals, and on every call while cut off."""
+        fd = self.fileno()
+        with self._lock:
+            if fd is not None and self._wake is not None:
+                _drain(fd)
+            changed = self._pending or not self._listening
+            self._pending = False
+        return changed
+
+    def wait(self, timeout: float) -> bool:
+        fd = self.fileno()
+        if fd is not None and not self._pending and timeout > 0:
+            try:
+                select.select([fd], [], [], timeout)
+            except (OSError, ValueError):
+                pass  # closed meanwhile
+        return self.changed()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if self._stop is not None:
+                _poke(self._stop[1])
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1)  # it closes its pipes and connection as it ends
+
+    def _run(self) -> None:
+        try:
+            self._listen_until_closed()
+        finally:
+            with self._lock:
+                for fd in (self._wake or ()) + (self._stop or ()):
+                    os.close(fd)
+                self._wake = self._stop = None
+
+    def _listen_until_closed(self) -> None:
+        stop = self._stop[0]
+        retry = LISTEN_RETRY_MIN
+        while not self._closed:
+            conn = None
+            try:
+                conn = psycopg.connect(self.conninfo, autocommit=True)
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                self._listening = True
+                self.signal()  # whatever was sent before the LISTEN was missed
+                retry = LISTEN_RETRY_MIN
+                while not self._closed:
+                    ready, _, _ = select.select([conn.fileno(), stop], [], [])
+                    if stop in ready:
+                        return
+                    notes = list(conn.notifies(timeout=0))
+                    if conn.closed:
+                        break
+                    if any(note.pid != self.own_pid for note in notes):
+                        self.signal()
+            except (psycopg.Error, OSError, ValueError):
+                pass
+            finally:
+                self._listening = False
+                close_quietly(conn)
+            if self._closed:
+                return
+            self.signal()  # cut off: look now, and poll until we are back
+            if stop in select.select([stop], [], [], retry)[0]:
+                return
+            retry = min(2 * retry, LISTEN_RETRY_MAX)

@@ -1,0 +1,405 @@
+"""PostgreSQL: one cluster across many hosts (SPEC 8).
+
+PostgreSQL only. Here `db` is a fresh schema on the test server, as
+conftest's `db` builds for its postgresql case, so every fixture built on it
+(`cluster`, `fast_cluster`, `start_node`) is PostgreSQL too. Without a server
+these tests skip, except under CI, where they fail (conftest's `_pg_admin`).
+
+Exactly-once claims by racing nodes are covered for both backends by
+test_queue_exactly_once.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+import octonodes
+from conftest import BACKENDS, FAST_SETTINGS, PG_BASE, _pg_admin, wait_status
+from helpers import NodeProcess, octonodes as run_cli, wait_until
+from http_helpers import KEY_HEADER, NODES, start_http_node
+from octonodes.errors import DatabaseError
+from octonodes.store.postgres import PostgresStore
+from octonodes.worker import WORKER_BUSY_TIMEOUT, Worker
+
+SKEW = 300.0
+"""How far ahead the skewed "host" runs: five minutes, far past offline_after."""
+
+SKEWED_CLOCK = '''\
+"""Loaded by Python at start-up (sitecustomize), before octonodes or anything
+else imports datetime: moves this process's wall clock OCTONODES_TEST_SKEW
+seconds ahead, as on a host whose clock is wrong."""
+import datetime as _datetime
+import os as _os
+import time as _time
+
+_skew = float(_os.environ.get("OCTONODES_TEST_SKEW") or 0)
+if _skew:
+    _real_time, _real_time_ns, _Real = _time.time, _time.time_ns, _datetime.datetime
+    _time.time = lambda: _real_time() + _skew
+    _time.time_ns = lambda: _real_time_ns() + int(_skew * 1e9)
+
+    class _Meta(type):
+        # datetimes made elsewhere (by the database driver) still count as ours
+        def __instancecheck__(cls, obj):
+            return isinstance(obj, _Real)
+
+        def __subclasscheck__(cls, sub):
+            return issubclass(sub, _Real)
+
+    class datetime(_Real, metaclass=_Meta):
+        __slots__ = ()  # the size C extensions expect of datetime.datetime
+
+        @classmethod
+        def now(cls, tz=None):
+            return _Real.now(tz) + _datetime.timedelta(seconds=_skew)
+
+        @classmethod
+        def utcnow(cls):
+            return _Real.utcnow() + _datetime.timedelta(seconds=_skew)
+
+        @classmethod
+        def today(cls):
+            return cls.now()
+
+    datetime.__name__ = datetime.__qualname__ = "datetime"
+    datetime.__module__ = "datetime"
+    _datetime.datetime = datetime
+'''
+
+
+@pytest.fixture
+def db():
+    """A fresh schema on the test PostgreSQL server, for this test only."""
+    if "postgresql" not in BACKENDS:
+        pytest.skip("OCTONODES_TEST_BACKENDS leaves PostgreSQL out")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_BASE else "?"
+    yield f"{PG_BASE}{sep}options={quote(f'-csearch_path={schema}')}"
+    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.close()
+
+
+@pytest.fixture
+def admin(db):
+    """A plain connection to the test server, for what a DBA would do."""
+    conn = _pg_admin()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def skewed_env(tmp_path) -> dict:
+    """The environment of a process whose clocks run SKEW seconds ahead."""
+    folder = tmp_path / "skewed-clock"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "OCTONODES_TEST_SKEW": str(SKEW)}
+
+
+def unique(prefix: str) -> str:
+    """A node name no other test on the same server uses: the connections
+    these tests cut are found by it."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def list_json(db: str, env: dict | None = None) -> dict[str, dict]:
+    result = run_cli(db, "list", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return {doc["name"]: doc for doc in json.loads(result.stdout)}
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# -- (a) clocks that disagree --------------------------------------------------
+
+
+def test_the_skewed_clock_reaches_a_python_process(skewed_env):
+    probe = ("import time; from datetime import datetime, UTC; "
+             "print(time.time(), datetime.now(UTC).timestamp(), datetime.now().timestamp())")
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**os.environ, **skewed_env}, check=True).stdout
+    after = time.time()
+    for value in map(float, out.split()):
+        assert before + SKEW - 1 < value < after + SKEW + 1, out
+
+
+@pytest.mark.slow
+def test_on_sqlite_the_skew_shows_so_it_reaches_octonodes(tmp_path, skewed_env):
+    """The control: with the local clock as the cluster's clock, a host five
+    minutes ahead writes check-ins from the future and sees honest nodes Offline."""
+    path = str(tmp_path / "skewed.db")
+    with octonodes.open(path, create=True) as local:
+        local.store.initialize()
+        for key, value in FAST_SETTINGS.items():
+            local.set_setting(key, value)
+    honest = NodeProcess(path, "honest", tmp_path)
+    skewed = NodeProcess(path, "skewed", tmp_path, env=skewed_env)
+    try:
+        honest.wait_log("started", 30)
+        skewed.wait_log("started", 30)
+        seen_honestly = list_json(path)
+        ahead = parse_time(seen_honestly["skewed"]["last_seen"]) - datetime.now(UTC)
+        assert ahead > timedelta(seconds=SKEW - 30), seen_honestly
+        seen_skewed = list_json(path, env=skewed_env)
+        assert seen_skewed["honest"]["status"] == "Offline", seen_skewed
+    finally:
+        honest.close()
+        skewed.close()
+
+
+@pytest.mark.slow
+def test_nodes_whose_clocks_disagree_by_minutes_see_each_other_running(
+        db, fast_cluster, start_node, skewed_env):
+    _, key = fast_cluster.add_api_key("test")
+    honest = start_http_node(start_node, "honest")
+    skewed = start_http_node(start_node, "skewed", env=skewed_env)
+    names = {"honest", "skewed"}
+
+    # Past offline_after (3 s) twice over, by the server's clock: long enough
+    # for a five-minute skew to show if it counted anywhere.
+    until = fast_cluster.now() + timedelta(seconds=2 * fast_cluster.settings().offline_after)
+    wait_until(lambda: all(n.last_seen > until for n in fast_cluster.nodes()), 30,
+               message="both nodes to check in past twice offline_after")
+
+    server_now = fast_cluster.now()
+    for view, env in (("an honest host", None), ("the skewed host", skewed_env)):
+        seen = list_json(db, env)
+        assert set(seen) == names, view
+        for name, doc in seen.items():
+            assert doc["status"] == "Running", (view, doc)
+            assert abs(parse_time(doc["last_seen"]) - server_now) < timedelta(seconds=10), (view, doc)
+    for node in (honest, skewed):  # each node's own view, through its API
+        items = httpx.get(node.url + NODES, headers={KEY_HEADER: key}, timeout=10).json()["Items"]
+        assert {i["Name"] for i in items} == names
+        assert not any(i["IsOffline"] for i in items), (node.name, items)
+
+    # The skewed node's own clock is five minutes ahead (its log says so)...
+    stamps = [parse_time(n.process.log().split()[0]) for n in (honest, skewed)]
+    assert stamps[1] - stamps[0] > timedelta(seconds=SKEW - 60), stamps
+    # ...and it claims and runs tasks beside the honest one, ending none as lost.
+    tasks = fast_cluster.add_tasks([["sleep", "0.5"]] * 16)
+    ended = [fast_cluster.wait(t.id, timeout=60) for t in tasks]
+    assert all(t.state == "Success" and t.error is None for t in ended), ended
+    assert {t.node for t in ended} == names
+    assert all(n.status == "Running" for n in fast_cluster.nodes())
+
+
+# -- (b) connections cut while nodes run -----------------------------------------
+
+NODE_BACKENDS = """SELECT pid, application_name FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid()
+    AND application_name LIKE %s"""
+CUTS = 5
+TASKS = 150
+RECORD = 'echo "$OCTONODES_TASK_ID" >> "$1"; sleep 0.05'
+
+
+def node_backends(admin, group: str) -> dict[int, str]:
+    """The server processes of the nodes named `group-…`, by the
+    application_name each node gives its connections."""
+    rows = admin.execute(NODE_BACKENDS, (f"octonodes node {group}-%",)).fetchall()
+    return dict(rows)
+
+
+def cut(admin, group: str) -> int:
+    """Terminate those server processes, as a DBA or a failover would."""
+    rows = admin.execute(
+        f"SELECT pg_terminate_backend(pid) FROM ({NODE_BACKENDS}) AS b",
+        (f"octonodes node {group}-%",)).fetchall()
+    return sum(1 for (done,) in rows if done)
+
+
+@pytest.mark.slow
+def test_nodes_ride_out_connections_cut_while_they_run(fast_cluster, start_node, admin, tmp_path):
+    # Fencing, which may end a task twice (once killed, once run again), comes
+    # only after offline_after less a heartbeat and a lock wait: 8.5 s here,
+    # far longer than these cuts last.
+    fast_cluster.set_setting("offline_after", "10s")
+    group = unique("cut")
+    names = [f"{group}-1", f"{group}-2"]
+    nodes = [start_node(name, "--cap", "2") for name in names]
+    for name in names:
+        wait_status(fast_cluster, name, "Running")
+    # Each node: one connection for statements, one listening.
+    wanted = {f"octonodes node {name}{suffix}" for name in names for suffix in ("", " listen")}
+    wait_until(lambda: sorted(node_backends(admin, group).values()) == sorted(wanted), 10,
+               message="each node's two connections")
+
+    record = tmp_path / "ran.txt"
+    tasks = fast_cluster.add_tasks([["sh", "-c", RECORD, "sh", str(record)]] * TASKS)
+    ids = [t.id for t in tasks]
+
+    def successes() -> int:
+        return len(fast_cluster.tasks(states=["Success"], limit=None))
+
+    def reconnected(old: set[int]) -> bool:
+        now = node_backends(admin, group)
+        return not set(now) & old and sorted(now.values()) == sorted(wanted)
+
+    # Cut every node connection each time another sixth of the tasks have
+    # ended, so the cuts fall while tasks are being claimed, run and recorded.
+    reconnects, recoveries = [], []
+    for target in range(TASKS // (CUTS + 1), TASKS, TASKS // (CUTS + 1)):
+        done = wait_until(lambda: (n := successes()) >= target and n, 60,
+                          message=f"{target} tasks to have ended")
+        if done >= TASKS:
+            break
+        before = set(node_backends(admin, group))
+        cut_at, cut_at_server = time.monotonic(), fast_cluster.now()
+        assert cut(admin, group) >= 2, "nothing to cut"
+        wait_until(lambda: reconnected(before), 15, interval=0.01,
+                   message="both nodes to connect and listen again")
+        reconnects.append(time.monotonic() - cut_at)
+        wait_until(lambda: all(fast_cluster.node(n).last_seen > cut_at_server for n in names),
+                   15, interval=0.01, message="both nodes to check in again")
+        recoveries.append(time.monotonic() - cut_at)
+    assert len(recoveries) >= 3, f"only {len(recoveries)} cut(s) before the tasks ran out"
+
+    def all_ended() -> list | None:
+        now = [fast_cluster.task(i) for i in ids]
+        return now if all(t.ended for t in now) else None
+
+    ended = wait_until(all_ended, 120, interval=0.2, message="every task to end")
+    assert Counter(t.state for t in ended) == {"Success": TASKS}, \
+        [(t.id, t.state, t.error) for t in ended if t.state != "Success"]
+    assert all(t.attempt == 1 and t.error is None for t in ended)
+    runs = Counter(int(line) for line in record.read_text().split())
+    assert runs == Counter(ids), {i: n for i, n in runs.items() if n != 1}
+
+    for name in names:
+        wait_status(fast_cluster, name, "Running")
+    for node in nodes:
+        assert node.alive()
+        log = node.log()
+        assert "lost the connection to the database" in log, log
+        assert "reached the database again" in log, log
+        assert "killing" not in log, log  # never fenced
+    print("after pg_terminate_backend, connected and listening again in",
+          ", ".join(f"{r * 1000:.0f}" for r in reconnects), "ms; checked in again in",
+          ", ".join(f"{r * 1000:.0f}" for r in recoveries), "ms")
+
+
+class ClaimAnswerLost(PostgresStore):
+    """A store whose first claim commits on the server and then fails, as
+    when the connection breaks after COMMIT and before its answer arrives
+    (the cuts above hit this now and then; here it happens every time)."""
+
+    losses = 1
+
+    def claim(self, name: str, instance_id: str, limit: int):
+        claimed = super().claim(name, instance_id, limit)
+        if claimed and self.losses:
+            self.losses -= 1
+            raise DatabaseError("lost the connection to the database: server closed the "
+                                "connection unexpectedly")
+        return claimed
+
+
+def test_tasks_claimed_as_the_connection_broke_still_run_exactly_once(cluster, db, tmp_path):
+    store = ClaimAnswerLost(db)
+    store.set_lock_wait(WORKER_BUSY_TIMEOUT)
+    worker = Worker(store, unique("answer-lost"))
+    worker.start()
+    loop = threading.Thread(target=worker.run, name="node-loop", daemon=True)
+    loop.start()
+    try:
+        record = tmp_path / "ran.txt"
+        tasks = cluster.add_tasks([["sh", "-c", RECORD, "sh", str(record)]] * 3)
+        ended = [cluster.wait(t.id, timeout=20) for t in tasks]
+        assert store.losses == 0, "the claim's answer was never lost"
+        assert [(t.state, t.attempt, t.node) for t in ended] == [("Success", 1, worker.name)] * 3
+        assert Counter(int(line) for line in record.read_text().split()) == \
+            Counter(t.id for t in tasks)
+    finally:
+        worker.stop_requests = 1
+        worker.wake.set()
+        loop.join(10)
+        store.close()
+    assert not loop.is_alive()
+
+
+# -- (d) a server that refuses -----------------------------------------------------
+
+PASSWORD = "Sw0rdf1sh-9d2c"
+
+
+def with_password(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':')[0] or 'postgres'}:{PASSWORD}@{host}"
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql://octo:{PASSWORD}@127.0.0.1:1/test",  # nothing listens on port 1
+    f"postgres://octo@127.0.0.1:1/test?password={PASSWORD}&sslmode=disable",
+    with_password(PG_BASE, "/octonodes_no_such_database"),  # the server says no
+], ids=["refused", "password-in-query", "no-such-database"])
+@pytest.mark.parametrize("command", [["node", "run", "--name", "node-1"], ["list"],
+                                     ["list", "--json"]], ids=" ".join)
+def test_a_server_that_refuses_is_one_error_line_exit_6_and_no_password(url, command):
+    result = run_cli(url, *command, timeout=60)
+    assert result.returncode == 6, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot connect to the database "), \
+        result.stderr
+    assert "Traceback" not in result.stderr
+    assert PASSWORD not in result.stderr
+
+
+# -- (e) wake-ups and an idle node's cost -------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_an_idle_node_picks_up_a_new_task_at_once_and_costs_little(cluster, start_node):
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads CPU time from /proc")
+    name = unique("idle")
+    node = start_node(name)  # default settings: a check-in every 10 s
+    wait_status(cluster, name, "Running")
+
+    # A window to measure over, not a wait for something to happen.
+    start_cpu, start = cpu_seconds(node.pid), time.monotonic()
+    time.sleep(3)
+    share = (cpu_seconds(node.pid) - start_cpu) / (time.monotonic() - start)
+    assert share < 0.05, f"an idle node used {share:.1%} of a core"
+
+    latencies = []
+    for _ in range(20):
+        [task] = cluster.add_tasks([["true"]])
+        done = cluster.wait(task.id, timeout=10)
+        assert done.state == "Success", done
+        # Both times are the server's: queued at the adding transaction,
+        # started at the claiming one.
+        latencies.append((done.started_at - done.queued_at).total_seconds())
+    median = statistics.median(latencies)
+    assert median < 0.1, sorted(latencies)
+    print(f"idle CPU {share:.2%} of a core; pick-up median {median * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.1f} ms")
