@@ -3,9 +3,11 @@
     python bench/run.py                      # every benchmark, on SQLite
     python bench/run.py --backend all        # SQLite and PostgreSQL
     python bench/run.py --only dispatch,list
+    python bench/run.py --quick              # small sizes: a smoke test, under a minute
 
-Prints a table and writes bench/results/latest.json. The machines these run
-on are shared and noisy: read the ratios, not the seconds.
+Prints a table (Markdown) and writes bench/results/latest.json. The machines
+these run on are shared and noisy: read the ratios, not the seconds.
+docs/performance.md says what each figure means and its target.
 """
 
 from __future__ import annotations
@@ -17,108 +19,29 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import (FULL, QUICK, Databases, Result, Sizes, cpu_ticks, new_cluster,  # noqa: E402
+                    percentile, start_node, stop, wait_for)
+from fill import fill  # noqa: E402
+from http_bench import bench_ping, bench_upload  # noqa: E402
+
 import octonodes  # noqa: E402
 from octonodes.models import TaskState  # noqa: E402
-from octonodes.store.base import Registration, TaskSpec  # noqa: E402
-
-from fill import fill  # noqa: E402
-
-PG_BASE = os.environ.get("OCTONODES_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@dataclass
-class Result:
-    name: str
-    backend: str
-    figure: str
-    target: str
-    met: bool
-    details: dict = field(default_factory=dict)
-
-
-# -- databases ----------------------------------------------------------------
-
-class Databases:
-    """Fresh databases per benchmark: a file in a temp folder, or a schema."""
-
-    def __init__(self, backend: str) -> None:
-        self.backend = backend
-        self.tmp = Path(tempfile.mkdtemp(prefix="octonodes-bench-"))
-        self.schemas: list[str] = []
-
-    def new(self, label: str) -> str:
-        if self.backend == "sqlite":
-            return str(self.tmp / f"{label}.db")
-        import psycopg
-
-        schema = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        self.schemas.append(schema)
-        sep = "&" if "?" in PG_BASE else "?"
-        return f"{PG_BASE}{sep}options={quote(f'-csearch_path={schema}')}"
-
-    def cleanup(self) -> None:
-        if self.schemas:
-            import psycopg
-
-            with psycopg.connect(PG_BASE, autocommit=True) as conn:
-                for schema in self.schemas:
-                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def start_node(db: str, name: str, *extra: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "OCTONODES_DB"}
-    proc = subprocess.Popen([sys.executable, "-m", "octonodes", "--db", db, "node", "run",
-                             "--name", name, *extra], stderr=subprocess.DEVNULL, env=env)
-    cluster = octonodes.open(db)
-    wait_for(lambda: any(n.name == name and n.online for n in cluster.nodes()), 30)
-    cluster.close()
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError("benchmark condition not reached in time")
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+from octonodes.store.base import Registration  # noqa: E402
 
 
 # -- 1. dispatch ----------------------------------------------------------------
 
-def bench_dispatch(dbs: Databases, tasks: int = 1000) -> Result:
+def bench_dispatch(dbs: Databases, sizes: Sizes) -> Result:
+    tasks = sizes.dispatch_tasks
     command = ["true"]
 
     def run_one(_: int) -> None:
@@ -131,27 +54,29 @@ def bench_dispatch(dbs: Databases, tasks: int = 1000) -> Result:
         list(pool.map(run_one, range(tasks)))
     floor_seconds = time.perf_counter() - started
 
-    db = dbs.new("dispatch")
-    cluster = octonodes.open(db, create=True)
-    cluster.store.initialize()
+    cluster = new_cluster(dbs, "dispatch")
+    db = cluster.db
     nodes = [start_node(db, f"node-{i}", "--cap", "5") for i in range(2)]
     try:
         for i in range(2):
             cluster.drain(f"node-{i}")
-        cluster.add_tasks([command] * tasks)
-        started = time.perf_counter()
+        added = cluster.add_tasks([command] * tasks)
+        started = cluster.now()
         for i in range(2):
             cluster.undrain(f"node-{i}")
+        # Polled slowly, so this process takes no CPU from the nodes: the
+        # time is read from the database (the store's clock), not from here.
         wait_for(lambda: cluster.queue_summary().queued == 0 and not any(
-            n.tasks for n in cluster.nodes()), 600, 0.005)
-        seconds = time.perf_counter() - started
-        ok = len(cluster.tasks(states=[TaskState.SUCCESS], limit=None))
+            n.tasks for n in cluster.nodes()), 600, 0.2)
+        done = cluster.tasks(limit=None)
+        ok = sum(1 for t in done if t.state == TaskState.SUCCESS and t.id >= added[0].id)
+        seconds = (max(t.finished_at for t in done) - started).total_seconds()
     finally:
         for proc in nodes:
             stop(proc)
         cluster.close()
     ratio = floor_seconds / seconds
-    return Result("dispatch: 1,000 `true` tasks, 2 nodes of cap 5", dbs.backend,
+    return Result(f"dispatch: {tasks:,} `true` tasks, 2 nodes of cap 5", dbs.backend,
                   f"{tasks / seconds:.0f} tasks/s vs floor {tasks / floor_seconds:.0f} tasks/s "
                   f"= {ratio:.2f}", ">= 0.70 of the floor", ratio >= 0.7,
                   {"seconds": seconds, "floor_seconds": floor_seconds, "succeeded": ok})
@@ -159,11 +84,10 @@ def bench_dispatch(dbs: Databases, tasks: int = 1000) -> Result:
 
 # -- 2. pick-up latency and idle CPU ----------------------------------------------
 
-def bench_pickup(dbs: Databases, tasks: int = 100, idle_seconds: float = 10.0) -> Result:
-    db = dbs.new("pickup")
-    cluster = octonodes.open(db, create=True)
-    cluster.store.initialize()
-    proc = start_node(db, "node-0", "--cap", "5")
+def bench_pickup(dbs: Databases, sizes: Sizes) -> Result:
+    tasks, idle_seconds = sizes.pickup_tasks, sizes.idle_seconds
+    cluster = new_cluster(dbs, "pickup")
+    proc = start_node(cluster.db, "node-0", "--cap", "5")
     try:
         time.sleep(1.0)  # let start-up work settle before measuring idleness
         before = cpu_ticks(proc.pid)
@@ -215,7 +139,8 @@ def _time_process(argv: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
-def bench_list(dbs: Databases, nodes: int = 1000, finished: int = 100_000, runs: int = 15) -> Result:
+def bench_list(dbs: Databases, sizes: Sizes) -> Result:
+    nodes, finished, runs = sizes.list_nodes, sizes.list_finished, sizes.list_runs
     db = dbs.new("list")
     fill(db, nodes=nodes, finished=finished)
     script = BARE_LIST if dbs.backend == "sqlite" else BARE_LIST_PG
@@ -230,7 +155,7 @@ def bench_list(dbs: Databases, nodes: int = 1000, finished: int = 100_000, runs:
 
 # -- 4. claim cost against queue length -----------------------------------------
 
-def _claim_cost(db: str, queued: int, claims: int = 300) -> float:
+def _claim_cost(db: str, queued: int, claims: int) -> float:
     fill(db, queued=queued)
     cluster = octonodes.open(db)
     store = cluster.store
@@ -248,11 +173,13 @@ def _claim_cost(db: str, queued: int, claims: int = 300) -> float:
     return statistics.median(times)
 
 
-def bench_claim(dbs: Databases) -> Result:
-    small = _claim_cost(dbs.new("claim_small"), 100 + 300)
-    large = _claim_cost(dbs.new("claim_large"), 100_000)
+def bench_claim(dbs: Databases, sizes: Sizes) -> Result:
+    # Each claim finishes its task, so the small queue starts `claims` longer
+    # and ends at 100: the large one stays near `claim_queued` throughout.
+    small = _claim_cost(dbs.new("claim_small"), 100 + sizes.claims, sizes.claims)
+    large = _claim_cost(dbs.new("claim_large"), sizes.claim_queued, sizes.claims)
     ratio = large / small
-    return Result("claim cost, 100 vs 100,000 queued", dbs.backend,
+    return Result(f"claim cost, 100 vs {sizes.claim_queued:,} queued", dbs.backend,
                   f"{small * 1e6:.0f} us vs {large * 1e6:.0f} us = {ratio:.2f}x", "<= 1.5x",
                   ratio <= 1.5, {"small_us": small * 1e6, "large_us": large * 1e6})
 
@@ -262,39 +189,60 @@ BENCHES = {
     "pickup": bench_pickup,
     "list": bench_list,
     "claim": bench_claim,
+    "ping": bench_ping,
+    "upload": bench_upload,
 }
+
+
+def table(results: list[Result]) -> str:
+    """The results as a Markdown table, as docs/performance.md shows them."""
+    lines = ["| benchmark | backend | figure | target | |", "| --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.backend} | {r.figure} | {r.target} | "
+                     f"{'met' if r.met else '**missed**'} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="sqlite")
     parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(BENCHES))
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (200 dispatch tasks, 10k finished tasks, a 64 MiB "
+                             "upload...): a smoke test, not figures to quote")
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
     chosen = [b for b in args.only.split(",") if b] or list(BENCHES)
+    unknown = [b for b in chosen if b not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHES)}")
+    sizes = QUICK if args.quick else FULL
+    load_before = os.getloadavg()
     results: list[Result] = []
     for backend in backends:
         dbs = Databases(backend)
         try:
             for name in chosen:
                 print(f"running {name} on {backend}...", file=sys.stderr, flush=True)
-                result = BENCHES[name](dbs)
+                result = BENCHES[name](dbs, sizes)
+                result.bench = name
                 results.append(result)
                 print(f"  {result.figure}  [{'met' if result.met else 'MISSED'}: {result.target}]",
                       file=sys.stderr, flush=True)
         finally:
             dbs.cleanup()
     print()
-    print(f"{'benchmark':<52} {'backend':<10} {'figure':<60} target")
-    for r in results:
-        print(f"{r.name:<52} {r.backend:<10} {r.figure:<60} {'met' if r.met else 'MISSED'}: {r.target}")
+    print(table(results))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count()},
+                    "cpus": os.cpu_count(), "load_before": load_before,
+                    "load_after": os.getloadavg()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "sizes": asdict(sizes),
         "results": [asdict(r) for r in results],
     }, indent=2))
     print(f"\nwrote {out}")

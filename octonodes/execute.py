@@ -10,13 +10,10 @@ never blocks on a task.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +22,7 @@ from enum import Enum
 from typing import Callable
 
 from .models import Task, TaskState
+from .watchdog import Watchdog
 
 READ_SIZE = 64 * 1024
 READER_POLL = 0.2
@@ -33,7 +31,6 @@ PIPE_DRAIN_GRACE = 1.0
 """After a task's leader ends, how long to wait for the pipe's last bytes."""
 TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest was dropped]\n"
 
-_PR_SET_PDEATHSIG = 1
 
 
 class KillReason(Enum):
@@ -51,48 +48,16 @@ class Outcome:
     error: str | None
 
 
-SETPRIV = shutil.which("setpriv") if sys.platform == "linux" else None
-"""util-linux's `setpriv --pdeathsig KILL` sets the parent-death signal and
-execs the command, keeping its pid. It lets Python start tasks on its fast
-vfork path; a `preexec_fn` would force a full fork that runs Python code in
-the child (several milliseconds a task)."""
+def base_environment() -> dict[str, str]:
+    """The node's environment less OCTONODES_DB (it may hold a password)."""
+    return {k: v for k, v in os.environ.items() if k != "OCTONODES_DB"}
 
 
-def _load_prctl():
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_prctl = _load_prctl() if sys.platform == "linux" and not SETPRIV else None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec, where setpriv is missing: SIGKILL this
-    process when the node that started it dies, however it dies."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def launch_argv(command: list[str], env: dict[str, str]) -> list[str]:
-    """The argv to execute: the command, behind setpriv where there is one.
-    Raises FileNotFoundError for a program that is not there, so the task's
-    error says so plainly rather than in setpriv's words."""
-    program = command[0]
-    if os.sep in program:
-        if not os.access(program, os.X_OK) or os.path.isdir(program):
-            raise FileNotFoundError(f"no executable at {program}")
-    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-        raise FileNotFoundError(f"{program} is not on PATH")
-    if SETPRIV:
-        return [SETPRIV, "--pdeathsig", "KILL", "--", *command]
-    return list(command)
-
-
-def task_environment(task: Task, node_name: str) -> dict[str, str]:
-    """The node's environment less OCTONODES_DB (it may hold a password),
-    plus the task's id and the node's name."""
-    env = {k: v for k, v in os.environ.items() if k != "OCTONODES_DB"}
+def task_environment(task: Task, node_name: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The node's environment less OCTONODES_DB, plus the task's id and the
+    node's name. A node passes `base`, read once, rather than copying
+    os.environ for every task."""
+    env = dict(base) if base is not None else base_environment()
     env["OCTONODES_TASK_ID"] = str(task.id)
     env["OCTONODES_NODE"] = node_name
     return env
@@ -101,15 +66,16 @@ def task_environment(task: Task, node_name: str) -> dict[str, str]:
 class TaskRun:
     """One attempt of one task, running as a child process group.
 
-    A thread of its own starts the process (so a slow fork never holds up the
-    node's loop), drains its output, and waits for it. That thread outlives
-    the process (the parent-death signal follows the thread that forked, not
-    the whole node): a new one, or one from the node's pool, whose threads
-    last as long as the node."""
+    A thread of its own (a new one, or one from the node's pool) starts the
+    process, so a fork never holds up the node's loop, drains its output, and
+    waits for it. The node's watchdog, told of the group, kills it should the
+    node die first."""
 
     def __init__(self, task: Task, node_name: str, log_limit: int,
                  wake: Callable[[], None] = lambda: None,
-                 threads: ThreadPoolExecutor | None = None) -> None:
+                 threads: ThreadPoolExecutor | None = None,
+                 environment: dict[str, str] | None = None,
+                 watchdog: Watchdog | None = None) -> None:
         self.task = task
         self.log_limit = log_limit
         self.started = time.monotonic()
@@ -131,7 +97,8 @@ class TaskRun:
         self._reaped = False
         self._early_signal: int | None = None
         self._done = threading.Event()
-        self._env = task_environment(task, node_name)
+        self._env = task_environment(task, node_name, environment)
+        self._watchdog = watchdog
         if threads is not None:
             threads.submit(self._run)
         else:
@@ -152,18 +119,19 @@ class TaskRun:
     def _spawn(self) -> None:
         try:
             self.proc = subprocess.Popen(
-                launch_argv(self.task.command, self._env),
+                self.task.command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=self._env,
-                preexec_fn=_die_with_parent if _prctl else None,
                 close_fds=True,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.start_error = f"cannot start {self.task.command[0]!r}: {exc}"
             return
+        if self._watchdog:
+            self._watchdog.guard(self.proc.pid)
         with self._group_lock:
             self._pgid = self.proc.pid
             early = self._early_signal
@@ -206,6 +174,8 @@ class TaskRun:
     def _reap(self) -> None:
         self._leader_ended(block=True)
         self._signal_group(signal.SIGKILL)  # whatever the leader left behind
+        if self._watchdog:
+            self._watchdog.release(self.proc.pid)
         with self._group_lock:
             self._reaped = True
         self.returncode = self.proc.wait()

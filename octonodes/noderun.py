@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from . import nodelog
 from .errors import UsageError
@@ -10,6 +11,9 @@ from .store import open_store
 from .worker import WORKER_BUSY_TIMEOUT, Worker
 
 log = logging.getLogger("octonodes.node")
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the interpreter lock while another waits for it."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -23,6 +27,10 @@ def run_node(db: str | None, *, name: str, cap: int | None, listen: str | None,
              log_format: str = "text") -> int:
     """Run a node until it is stopped; returns the exit code."""
     address = parse_listen(listen) if listen else None
+    # The loop shares the interpreter with a thread per running task; each
+    # time it waits on the database or a pipe, it must get the lock back
+    # from them. A shorter switch interval keeps that wait short.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     nodelog.setup(name, log_format)
     store = open_store(db, create=True, application_name=f"octonodes node {name}")
     store.prepare_for_node()

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DatabaseError, NotFound, Refused
-from .execute import KillReason, Outcome, TaskRun
+from .execute import KillReason, Outcome, TaskRun, base_environment
+from .nodelog import flush_steps
+from .watchdog import Watchdog
 from .models import Node, TaskState
 from .settings import MAX_TASK_CAP, ClusterSettings, format_duration
 from .store import Store
@@ -43,6 +45,9 @@ RETRY_INTERVAL = 1.0
 """How soon a failed check-in is tried again."""
 WORKER_BUSY_TIMEOUT = 1.0
 """A node waits at most this long for a lock, so its loop keeps turning."""
+REACTION_INTERVAL = 0.02
+"""At most this often a node looks at what others committed (cancels, drain,
+cap, new tasks); its own task ends it handles at once."""
 COLD_STOP_EXTRA = 5.0
 """After cancel_grace, how long a cold stop waits for the database before exiting."""
 
@@ -135,6 +140,8 @@ class Worker:
         # Task threads are reused: starting a thread per task costs the loop
         # a hand-shake; idle pool threads wait, and never exit before the node.
         self.threads = ThreadPoolExecutor(max_workers=MAX_TASK_CAP, thread_name_prefix="task")
+        self.environment = base_environment()
+        self.watchdog: Watchdog | None = None
         self.runs: dict[int, TaskRun] = {}
         self.finishes: list[tuple[TaskRun, Outcome]] = []
         self.stop_requests = 0
@@ -151,6 +158,8 @@ class Worker:
         self._failing_since: float | None = None
         self._pending_chunks: list[LogChunk] = []
         self._stop_begun = False
+        self._change_pending = False
+        self._next_reaction = 0.0
         self._claim_unsure = False  # a claim failed: it may have committed all the same
 
     # -- start --------------------------------------------------------------
@@ -180,6 +189,7 @@ class Worker:
             self._lock.release()
             raise
         self.settings = registered.settings
+        self.watchdog = Watchdog()
         now = time.monotonic()
         self._last_ok = now
         self._next_check_in = now + self.settings.heartbeat_interval
@@ -236,7 +246,10 @@ class Worker:
             while not self.done:
                 self.run_once()
                 if not self.done:
-                    self.wake.wait(pause, change_fd)
+                    wait = pause
+                    if self._change_pending:
+                        wait = max(0.0, min(pause, self._next_reaction - time.monotonic()))
+                    self.wake.wait(wait, change_fd)
         finally:
             self._stop()
         return self.exit_code
@@ -260,8 +273,11 @@ class Worker:
             self._cold_stop(now)
         if self.stop_requests and not self.runs and not self.finishes:
             self.done = True
+        flush_steps()
 
     def _check_in(self, now: float) -> None:
+        if self.watchdog:
+            self.watchdog.check()
         try:
             result = self.store.check_in(self.name, self.instance_id,
                                          shutting_down=self.stop_requests > 0,
@@ -336,7 +352,8 @@ class Worker:
         self._set_live()
 
     def _flush(self, now: float) -> None:
-        """Write gathered output and finished tasks in one transaction."""
+        """Write gathered output and finished tasks in one transaction, and
+        claim in the same one what their end made room for."""
         for run in list(self.runs.values()) + [r for r, _ in self.finishes]:
             data = run.take_output()
             if data:
@@ -344,9 +361,15 @@ class Worker:
         finishes = [Finish(r.task.id, r.task.attempt, o.state, o.exit_code, o.error)
                     for r, o in self.finishes]
         try:
-            owned = self.store.finish_tasks(self.instance_id, finishes, self._pending_chunks)
+            if finishes:
+                owned, claimed = self.store.exchange(self.name, self.instance_id, finishes,
+                                                     self._pending_chunks, self._claim_room())
+            else:
+                owned, claimed = self.store.finish_tasks(self.instance_id, [], self._pending_chunks), []
         except DatabaseError as exc:
             self._db_trouble(now, exc, "record task output")
+            if finishes:
+                self._claim_unsure = True
         else:
             for finish, still_owned in zip(finishes, owned):
                 if not still_owned:
@@ -354,6 +377,7 @@ class Worker:
                                 finish.task_id)
             self._pending_chunks = []
             self.finishes = []
+            self._start(claimed)
         self._next_log_flush = now + LOG_FLUSH_INTERVAL
 
     def _watch(self, now: float) -> None:
@@ -362,12 +386,19 @@ class Worker:
         for run in self.runs.values():
             run.escalate(now)
         try:
-            changed = self.store.changed()
+            changed = self.store.changed() or self._change_pending
         except DatabaseError as exc:
             self._db_trouble(now, exc, "poll")
             return
         if not (changed or self._look):
             return
+        if not self._look and now < self._next_reaction:
+            # Others commit all the time on a busy cluster; answering each
+            # commit would keep this loop from its own work.
+            self._change_pending = True
+            return
+        self._change_pending = False
+        self._next_reaction = now + REACTION_INTERVAL
         self._look = False
         try:
             if self._claim_unsure and not self.live.fenced and self.stop_requests < 2:
@@ -391,17 +422,30 @@ class Worker:
                          format_duration(self.settings.cancel_grace))
                 run.terminate(KillReason.CANCEL, self.settings.cancel_grace, "canceled")
 
-    def _claim(self) -> None:
+    def _claim_room(self) -> int:
+        """How many tasks this node may ask for now (the claim itself reads
+        the cap and drain that hold in the database); 0 when it must not claim."""
         live = self.live
         if self.stop_requests or live.fenced or live.drain or self.finishes:
-            return
-        room = MAX_TASK_CAP - len(self.runs)
-        for task in self.store.claim(self.name, self.instance_id, room):
+            return 0
+        # The cap as last read (any commit makes the loop read it again): at
+        # its cap, a node need not take the write lock to hear "no room".
+        return max(0, min(live.task_cap, MAX_TASK_CAP) - len(self.runs))
+
+    def _claim(self) -> None:
+        room = self._claim_room()
+        if room:
+            self._start(self.store.claim(self.name, self.instance_id, room))
+
+    def _start(self, tasks: list) -> None:
+        for task in tasks:
             log.info("claimed task %d (attempt %d): %s", task.id, task.attempt, task.name)
             run = TaskRun(task, self.name, self.settings.task_log_limit, wake=self.wake.set,
-                          threads=self.threads)
+                          threads=self.threads, environment=self.environment,
+                          watchdog=self.watchdog)
             self.runs[task.id] = run
-        self._set_live()
+        if tasks:
+            self._set_live()
 
     def _adopt_unseen_claims(self) -> None:
         """A claim can commit on the server and still fail here, when the
@@ -464,5 +508,7 @@ class Worker:
         finally:
             self._set_live(stopped=True)
             self.threads.shutdown(wait=False)
+            if self.watchdog:
+                self.watchdog.close()
             if self._lock is not None:
                 self._lock.release()

@@ -77,6 +77,21 @@ def test_a_killed_nodes_task_fails_as_lost_and_its_process_dies(fast_cluster, st
     assert node.status == "Offline" and node.offline_reason == "lost", node
 
 
+def test_a_killed_nodes_task_dies_with_its_children(fast_cluster, start_node, tmp_path):
+    """The watchdog kills the task's whole process group, not only its
+    first process: a child it started in the background dies too."""
+    node = start_node("node-a")
+    pid_file = tmp_path / "pids"
+    fast_cluster.add_task(["sh", "-c", 'sleep 300 & echo "$$ $!" > "$1"; wait', "sh", str(pid_file)])
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"), 20,
+               message="the task to write its pids")
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert all(pid_alive(p) for p in pids)
+    node.kill9()
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 5,
+               message=f"the task {pids[0]} and its child {pids[1]} to die with their node")
+
+
 def test_a_task_with_retries_runs_again_on_another_node(fast_cluster, start_node, tmp_path):
     runs = tmp_path / "runs"
     first = start_node("node-a")

@@ -288,6 +288,14 @@ class Store(ABC):
         return [self.finish_task(f.task_id, instance_id, f.attempt, f.state,
                                  exit_code=f.exit_code, error=f.error) for f in finishes]
 
+    def exchange(self, name: str, instance_id: str, finishes: list[Finish],
+                 chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
+        """What a busy node does most: record what ended and claim what its
+        cap now has room for (as `claim`), in one transaction where the
+        backend can. Returns (whether each finish was still owned, claimed)."""
+        owned = self.finish_tasks(instance_id, finishes, chunks)
+        return owned, self.claim(name, instance_id, claim_limit) if claim_limit > 0 else []
+
     @abstractmethod
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         """This instance's tasks still Executing or Cancelling in the database."""

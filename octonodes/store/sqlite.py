@@ -468,40 +468,54 @@ class SQLiteStore(Store):
             return self._select_tasks(conn, "WHERE id = ?", (task_id,))[0], True
 
     def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
-        if limit <= 0:
+        if limit <= 0 or not self._anything_queued():
             return []
-        with self._errors():
-            # A cheap look first, outside any write transaction: an idle node
-            # must not take the write lock every time someone commits.
-            if self.conn.execute("SELECT 1 FROM tasks WHERE state = 'Queued' LIMIT 1").fetchone() is None:
-                return []
         with self._write() as conn:
-            settings = self._settings_in(conn)
-            now = self.now()
-            row = conn.execute(
-                f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
-                    n.heartbeat_interval, {RUNNING_COUNT_SQL}
-                    FROM nodes n WHERE n.name = ? AND n.instance_id = ?""",
-                (name, instance_id)).fetchone()
-            if row is None:
-                return []
-            cap, drain, shutting_down, stopped_at, last_seen, interval, running = row
-            threshold = offline_threshold(settings.offline_after, interval)
-            if drain or shutting_down or stopped_at is not None or last_seen is None \
-                    or _ts(now) - last_seen > threshold:
-                return []
-            room = min(limit, cap - running)
-            if room <= 0:
-                return []
-            cursor = conn.execute(
-                """UPDATE tasks SET state = 'Executing', node = ?, instance_id = ?,
-                   started_at = ?, attempt = attempt + 1, exit_code = NULL
-                   WHERE id IN (SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT ?)
-                   RETURNING *""",
-                (name, instance_id, _ts(now), room))
-            columns = [d[0] for d in cursor.description]
-            claimed = [self._task(dict(zip(columns, r))) for r in cursor]
-            return sorted(claimed, key=lambda t: t.id)
+            return self._claim_in(conn, name, instance_id, limit)
+
+    def _anything_queued(self) -> bool:
+        # A cheap look, outside any write transaction: an idle node must not
+        # take the write lock every time someone commits.
+        with self._errors():
+            return self.conn.execute(
+                "SELECT 1 FROM tasks WHERE state = 'Queued' LIMIT 1").fetchone() is not None
+
+    def _claim_in(self, conn: sqlite3.Connection, name: str, instance_id: str,
+                  limit: int) -> list[Task]:
+        settings = self._settings_in(conn)
+        now = self.now()
+        row = conn.execute(
+            f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
+                n.heartbeat_interval, {RUNNING_COUNT_SQL}
+                FROM nodes n WHERE n.name = ? AND n.instance_id = ?""",
+            (name, instance_id)).fetchone()
+        if row is None:
+            return []
+        cap, drain, shutting_down, stopped_at, last_seen, interval, running = row
+        threshold = offline_threshold(settings.offline_after, interval)
+        if drain or shutting_down or stopped_at is not None or last_seen is None \
+                or _ts(now) - last_seen > threshold:
+            return []
+        room = min(limit, cap - running)
+        if room <= 0:
+            return []
+        cursor = conn.execute(
+            """UPDATE tasks SET state = 'Executing', node = ?, instance_id = ?,
+               started_at = ?, attempt = attempt + 1, exit_code = NULL
+               WHERE id IN (SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT ?)
+               RETURNING *""",
+            (name, instance_id, _ts(now), room))
+        columns = [d[0] for d in cursor.description]
+        claimed = [self._task(dict(zip(columns, r))) for r in cursor]
+        return sorted(claimed, key=lambda t: t.id)
+
+    def exchange(self, name: str, instance_id: str, finishes: list[Finish],
+                 chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
+        chunks = [c for c in chunks if c.data]
+        with self._write() as conn:
+            owned = self._finish_in(conn, instance_id, finishes, chunks)
+            claimed = self._claim_in(conn, name, instance_id, claim_limit) if claim_limit > 0 else []
+        return owned, claimed
 
     def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
         with self._errors():
@@ -522,20 +536,24 @@ class SQLiteStore(Store):
         if not chunks and not finishes:
             return []
         with self._write() as conn:
-            for chunk in chunks:
-                conn.execute(
-                    f"""INSERT INTO task_logs (task_id, seq, data)
-                        SELECT t.id, (SELECT coalesce(max(seq), 0) + 1 FROM task_logs
-                                      WHERE task_id = t.id), ?
-                        FROM tasks t WHERE t.id = ? AND t.instance_id = ? AND t.attempt = ?
-                        AND t.state IN {ACTIVE_SQL}""",
-                    (chunk.data, chunk.task_id, instance_id, chunk.attempt))
-            now = _ts(self.now())
-            return [conn.execute(
-                f"""UPDATE tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?
-                    WHERE id = ? AND instance_id = ? AND attempt = ? AND state IN {ACTIVE_SQL}""",
-                (TaskState(f.state).value, f.exit_code, f.error, now, f.task_id,
-                 instance_id, f.attempt)).rowcount == 1 for f in finishes]
+            return self._finish_in(conn, instance_id, finishes, chunks)
+
+    def _finish_in(self, conn: sqlite3.Connection, instance_id: str, finishes: list[Finish],
+                   chunks: list[LogChunk]) -> list[bool]:
+        for chunk in chunks:
+            conn.execute(
+                f"""INSERT INTO task_logs (task_id, seq, data)
+                    SELECT t.id, (SELECT coalesce(max(seq), 0) + 1 FROM task_logs
+                                  WHERE task_id = t.id), ?
+                    FROM tasks t WHERE t.id = ? AND t.instance_id = ? AND t.attempt = ?
+                    AND t.state IN {ACTIVE_SQL}""",
+                (chunk.data, chunk.task_id, instance_id, chunk.attempt))
+        now = _ts(self.now())
+        return [conn.execute(
+            f"""UPDATE tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?
+                WHERE id = ? AND instance_id = ? AND attempt = ? AND state IN {ACTIVE_SQL}""",
+            (TaskState(f.state).value, f.exit_code, f.error, now, f.task_id,
+             instance_id, f.attempt)).rowcount == 1 for f in finishes]
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         with self._errors():
