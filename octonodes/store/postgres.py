@@ -530,41 +530,44 @@ class PostgresStore(Store):
             if cur.fetchone() is None:
                 return []
         with self._write() as cur:
-            # The node's row lock orders this claim after any drain, cap
-            # change or other claim for the node committed before it.
-            cur.execute(
-                f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
-                    n.heartbeat_interval, now() AS now, {SETTINGS_SQL} AS settings
-                    FROM nodes n WHERE n.name = %s AND n.instance_id = %s FOR UPDATE""",
-                (name, instance_id))
-            row = cur.fetchone()
-            if row is None:
-                return []
-            settings = ClusterSettings.from_stored(row["settings"])
-            now = self._clock() if self._clock else _utc(row["now"])
-            threshold = offline_threshold(settings.offline_after, row["heartbeat_interval"])
-            if row["drain"] or row["shutting_down"] or row["stopped_at"] is not None \
-                    or row["last_seen"] is None \
-                    or now - row["last_seen"] > timedelta(seconds=threshold):
-                return []
-            # Counted after the lock, in a fresh snapshot: sees earlier claims.
-            running = cur.execute(
-                f"SELECT count(*)::int AS n FROM tasks WHERE node = %s AND state IN {ACTIVE_SQL}",
-                (name,)).fetchone()["n"]
-            room = min(limit, row["task_cap"] - running)
-            if room <= 0:
-                return []
-            cur.execute(
-                f"""WITH picked AS MATERIALIZED (
-                        SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT %s
-                        FOR UPDATE SKIP LOCKED)
-                    UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
-                        started_at = %s, attempt = attempt + 1, exit_code = NULL
-                    FROM picked WHERE tasks.id = picked.id AND tasks.state = 'Queued'
-                    RETURNING {CLAIMED_COLUMNS}""",
-                (room, name, instance_id, now))
-            claimed = [self._task(r) for r in cur.fetchall()]
-            return sorted(claimed, key=lambda t: t.id)
+            return self._claim_in(cur, name, instance_id, limit)
+
+    def _claim_in(self, cur: Any, name: str, instance_id: str, limit: int) -> list[Task]:
+        # The node's row lock orders this claim after any drain, cap
+        # change or other claim for the node committed before it.
+        cur.execute(
+            f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
+                n.heartbeat_interval, now() AS now, {SETTINGS_SQL} AS settings
+                FROM nodes n WHERE n.name = %s AND n.instance_id = %s FOR UPDATE""",
+            (name, instance_id))
+        row = cur.fetchone()
+        if row is None:
+            return []
+        settings = ClusterSettings.from_stored(row["settings"])
+        now = self._clock() if self._clock else _utc(row["now"])
+        threshold = offline_threshold(settings.offline_after, row["heartbeat_interval"])
+        if row["drain"] or row["shutting_down"] or row["stopped_at"] is not None \
+                or row["last_seen"] is None \
+                or now - row["last_seen"] > timedelta(seconds=threshold):
+            return []
+        # Counted after the lock, in a fresh snapshot: sees earlier claims.
+        running = cur.execute(
+            f"SELECT count(*)::int AS n FROM tasks WHERE node = %s AND state IN {ACTIVE_SQL}",
+            (name,)).fetchone()["n"]
+        room = min(limit, row["task_cap"] - running)
+        if room <= 0:
+            return []
+        cur.execute(
+            f"""WITH picked AS MATERIALIZED (
+                    SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT %s
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
+                    started_at = %s, attempt = attempt + 1, exit_code = NULL
+                FROM picked WHERE tasks.id = picked.id AND tasks.state = 'Queued'
+                RETURNING {CLAIMED_COLUMNS}""",
+            (room, name, instance_id, now))
+        claimed = [self._task(r) for r in cur.fetchall()]
+        return sorted(claimed, key=lambda t: t.id)
 
     def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
         with self._cursor() as cur:
@@ -576,6 +579,14 @@ class PostgresStore(Store):
     def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
         self.finish_tasks(instance_id, [], chunks)
 
+    @staticmethod
+    def _log_groups(chunks: Iterable[LogChunk]) -> dict[tuple[int, int], list[bytes]]:
+        groups: dict[tuple[int, int], list[bytes]] = {}
+        for chunk in chunks:
+            if chunk.data:
+                groups.setdefault((chunk.task_id, chunk.attempt), []).append(bytes(chunk.data))
+        return groups
+
     def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
                     *, exit_code: int | None = None, error: str | None = None) -> bool:
         return self.finish_tasks(instance_id, [Finish(task_id, attempt, state, exit_code, error)])[0]
@@ -584,42 +595,55 @@ class PostgresStore(Store):
                      chunks: Iterable[LogChunk] = ()) -> list[bool]:
         """Output, then ends, in one transaction: a lost answer to the commit
         either did all of it or none, so a retry never duplicates output."""
-        groups: dict[tuple[int, int], list[bytes]] = {}
-        for chunk in chunks:
-            if chunk.data:
-                groups.setdefault((chunk.task_id, chunk.attempt), []).append(bytes(chunk.data))
+        groups = self._log_groups(chunks)
         if not groups and not finishes:
             return []
         with self._write() as cur:
-            # Task rows locked in id order; the owner's lock makes the
-            # sequence numbers safe even if it appends from two connections.
-            for (task_id, attempt), datas in sorted(groups.items()):
-                cur.execute(
-                    f"""SELECT id FROM tasks WHERE id = %s AND instance_id = %s AND attempt = %s
-                        AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE""",
-                    (task_id, instance_id, attempt))
-                if cur.fetchone() is None:
-                    continue  # no longer ours: dropped
-                last = cur.execute(
-                    "SELECT coalesce(max(seq), 0) AS seq FROM task_logs WHERE task_id = %s",
-                    (task_id,)).fetchone()["seq"]
-                cur.executemany(
-                    "INSERT INTO task_logs (task_id, seq, data) VALUES (%s, %s, %s)",
-                    [(task_id, last + i, data) for i, data in enumerate(datas, 1)])
-            owned = []
-            for finish in finishes:
-                # One statement: the notify is sent only when the row was ours.
-                cur.execute(
-                    f"""UPDATE tasks SET state = %s, exit_code = %s, error = %s,
-                        finished_at = {NOW_SQL}
-                        WHERE id = %s AND instance_id = %s AND attempt = %s
-                        AND state IN {ACTIVE_SQL}
-                        RETURNING pg_notify(%s, %s)""",
-                    (TaskState(finish.state).value, finish.exit_code, finish.error,
-                     self._injected(), finish.task_id, instance_id, finish.attempt,
-                     self._channel, f"end {finish.task_id}"))
-                owned.append(cur.rowcount == 1)
-            return owned
+            return self._finish_in(cur, instance_id, finishes, groups)
+
+    def _finish_in(self, cur: Any, instance_id: str, finishes: list[Finish],
+                   groups: dict[tuple[int, int], list[bytes]]) -> list[bool]:
+        # Task rows locked in id order; the owner's lock makes the
+        # sequence numbers safe even if it appends from two connections.
+        for (task_id, attempt), datas in sorted(groups.items()):
+            cur.execute(
+                f"""SELECT id FROM tasks WHERE id = %s AND instance_id = %s AND attempt = %s
+                    AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE""",
+                (task_id, instance_id, attempt))
+            if cur.fetchone() is None:
+                continue  # no longer ours: dropped
+            last = cur.execute(
+                "SELECT coalesce(max(seq), 0) AS seq FROM task_logs WHERE task_id = %s",
+                (task_id,)).fetchone()["seq"]
+            cur.executemany(
+                "INSERT INTO task_logs (task_id, seq, data) VALUES (%s, %s, %s)",
+                [(task_id, last + i, data) for i, data in enumerate(datas, 1)])
+        owned = []
+        for finish in finishes:
+            # One statement: the notify is sent only when the row was ours.
+            cur.execute(
+                f"""UPDATE tasks SET state = %s, exit_code = %s, error = %s,
+                    finished_at = {NOW_SQL}
+                    WHERE id = %s AND instance_id = %s AND attempt = %s
+                    AND state IN {ACTIVE_SQL}
+                    RETURNING pg_notify(%s, %s)""",
+                (TaskState(finish.state).value, finish.exit_code, finish.error,
+                 self._injected(), finish.task_id, instance_id, finish.attempt,
+                 self._channel, f"end {finish.task_id}"))
+            owned.append(cur.rowcount == 1)
+        return owned
+
+    def exchange(self, name: str, instance_id: str, finishes: list[Finish],
+                 chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
+        groups = self._log_groups(chunks)
+        with self._write() as cur:
+            if claim_limit > 0:
+                # The node's row first, as a claim, a drain or a delete takes
+                # it: locks always in the same order cannot deadlock.
+                self._lock_node(cur, name)
+            owned = self._finish_in(cur, instance_id, finishes, groups)
+            claimed = self._claim_in(cur, name, instance_id, claim_limit) if claim_limit > 0 else []
+        return owned, claimed
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         with self._cursor() as cur:
