@@ -32,48 +32,11 @@ class JsonFormatter(logging.Formatter):
         })
 
 
-class StepHandler(logging.StreamHandler):
-    """Writes the lines of one step of the node's loop together: one write
-    a step instead of one a line, since every write lets the task threads
-    take the interpreter from the loop. Warnings and errors go out at once;
-    the loop calls `flush_steps()` at the end of each step (within a quarter
-    of a second), and logging flushes at exit."""
-
-    def __init__(self, stream) -> None:
-        super().__init__(stream)
-        self._lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
-        if record.levelno >= logging.WARNING:
-            self._write()
-
-    def _write(self) -> None:
-        if self._lines:
-            text, self._lines = "\n".join(self._lines) + "\n", []
-            self.stream.write(text)
-            self.stream.flush()
-
-    def flush(self) -> None:
-        with self.lock:
-            self._write()
-
-
-def flush_steps() -> None:
-    """Write what the node logged during this step of its loop."""
-    for handler in logging.getLogger("octonodes").handlers:
-        handler.flush()
-
-
 def setup(node: str, fmt: str) -> None:
     # A busy node logs two lines a task: skip what these formats never show.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
-    handler = StepHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node) if fmt == "json" else TextFormatter(node))
     root = logging.getLogger("octonodes")
     root.handlers[:] = [handler]

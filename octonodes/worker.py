@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
 from .errors import DatabaseError, NotFound, Refused
 from .execute import KillReason, Outcome, TaskRun, base_environment
-from .nodelog import flush_steps
+from .livestate import LiveState
+from .models import Node
+from .waker import Waker
 from .watchdog import Watchdog
-from .models import Node, TaskState
 from .settings import MAX_TASK_CAP, ClusterSettings, format_duration
 from .store import Store
 from .store.base import Finish, LogChunk, Registration
@@ -52,32 +52,6 @@ COLD_STOP_EXTRA = 5.0
 """After cancel_grace, how long a cold stop waits for the database before exiting."""
 
 
-@dataclass(frozen=True)
-class LiveState:
-    """What the node knows about itself, for its HTTP API to read without the
-    database. Replaced whole on every change, so readers see one snapshot."""
-
-    name: str
-    instance_id: str
-    task_cap: int
-    drain: bool
-    running: int
-    heartbeat_interval: float
-    last_check_in: float | None  # monotonic time of the last successful check-in
-    last_seen: object = None  # datetime of the last successful check-in
-    shutting_down: bool = False
-    fenced: bool = False
-    stopped: bool = False
-    version: str = __version__
-    running_tasks: tuple = field(default=())
-
-    def healthy(self, now: float | None = None) -> bool:
-        """Reaching the database: a check-in within twice the interval."""
-        now = time.monotonic() if now is None else now
-        return (self.last_check_in is not None
-                and now - self.last_check_in <= 2 * self.heartbeat_interval)
-
-
 def lock_path(store: Store, name: str) -> Path:
     """The lock file a live node holds for its name on this host."""
     if store.kind == "sqlite":
@@ -89,40 +63,6 @@ def lock_path(store: Store, name: str) -> Path:
         digest = hashlib.sha256(store.display.encode()).hexdigest()[:16]
         base = Path(tempfile.gettempdir()) / f"octonodes-{os.getuid()}" / digest
     return base / f"{name}.lock"
-
-
-class Waker:
-    """Wakes the loop at once: from a signal handler, a task's output reader,
-    or the store's change notifications. A self-pipe, so one `select` waits on
-    all of them without polling."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-
-    def set(self) -> None:
-        try:
-            os.write(self._write, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already awake (pipe full) or closing
-
-    def wait(self, timeout: float, extra_fd: int | None = None) -> None:
-        fds = [self._read] if extra_fd is None else [self._read, extra_fd]
-        try:
-            ready, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:
-            return
-        if self._read in ready:
-            try:
-                while os.read(self._read, 4096):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
 
 
 class Worker:
@@ -273,7 +213,6 @@ class Worker:
             self._cold_stop(now)
         if self.stop_requests and not self.runs and not self.finishes:
             self.done = True
-        flush_steps()
 
     def _check_in(self, now: float) -> None:
         if self.watchdog:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..worker import LiveState
+from ..livestate import LiveState
 from .context import iso
 
 UNAVAILABLE, DRAINED, OK = 503, 418, 200
