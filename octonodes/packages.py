@@ -31,7 +31,9 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -262,6 +264,36 @@ class PackageFolder:
             temp.unlink(missing_ok=True)
 
 
+class _Hasher:
+    """SHA-256 on a thread of its own, beside the writes: hashlib lets go of
+    the interpreter while it hashes, so the two overlap. A bounded queue keeps
+    memory constant should hashing fall behind."""
+
+    QUEUE_CHUNKS = 16
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(self.QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.digest.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class Incoming:
     """One upload on its way in: a hidden temporary file in the store folder
     and a running SHA-256. `write` as data arrives, then `commit` (or
@@ -270,7 +302,7 @@ class Incoming:
     def __init__(self, folder: PackageFolder, name: PackageName) -> None:
         self.folder = folder
         self.name = name
-        self.digest = hashlib.sha256()
+        self.digest = _Hasher()
         self.size = 0
         self.temp = folder.path / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name.file_name}"
         try:
@@ -331,6 +363,7 @@ class Incoming:
 
     def discard(self) -> None:
         """Close and remove the temporary file, whatever state it is in."""
+        self.digest.close()
         try:
             self.file.close()  # may flush a last buffer and fail on a full disk
         except OSError:
