@@ -37,6 +37,24 @@ def _pg_admin():
         pytest.skip(f"no PostgreSQL server at {PG_BASE}: {exc}")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "only_backend(name): run this test on that database backend alone")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test about one backend (SQLite's write lock, PostgreSQL's package
+    store) is not collected for the other, rather than collected and skipped."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("only_backend")
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("backend")
+        (drop if marker and param and param != marker.args[0] else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param

@@ -245,11 +245,14 @@ BAD_FILES = {
 }
 
 
-@pytest.mark.parametrize("kind", BAD_FILES)
-@pytest.mark.parametrize("args", NODE_READS + WRITES + CREATORS, ids=" ".join)
+# An empty file is an empty SQLite database: init and node run may use it.
+UNUSABLE = [pytest.param(kind, args, id=f"{' '.join(args)}-{kind}")
+            for args in NODE_READS + WRITES + CREATORS for kind in BAD_FILES
+            if not (kind == "an empty file" and args in CREATORS)]
+
+
+@pytest.mark.parametrize("kind, args", UNUSABLE)
 def test_a_path_that_is_not_a_usable_database_is_exit_6_and_left_alone(tmp_path, kind, args):
-    if kind == "an empty file" and args in CREATORS:
-        pytest.skip("an empty file is an empty SQLite database: init and node run may use it")
     path = BAD_FILES[kind](tmp_path / "cluster.db")
     watched = path if path.exists() else path.parent
     before = file_state(watched), sorted(os.listdir(tmp_path))

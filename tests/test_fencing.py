@@ -58,11 +58,11 @@ class WriteLock:
 
 @pytest.fixture
 def sqlite_db(backend, db):
-    if backend != "sqlite":
-        pytest.skip("holds SQLite's write lock to cut a node off")
+    assert backend == "sqlite", "holds SQLite's write lock to cut a node off"
     return db
 
 
+@pytest.mark.only_backend("sqlite")
 def test_a_cut_off_node_kills_its_tasks_in_time_and_recovers(
         sqlite_db, fast_cluster, start_node, tmp_path):
     settings = fast_cluster.settings()

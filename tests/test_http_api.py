@@ -74,9 +74,8 @@ def test_verify_refuses_what_is_not_an_active_key(cluster):
     assert cluster.verify_api_key("API-" + "0" * 32) is None
 
 
+@pytest.mark.only_backend("sqlite")  # reads the SQLite files
 def test_the_key_is_never_stored_in_clear(cluster, backend):
-    if backend != "sqlite":
-        pytest.skip("reads the SQLite files")
     import hashlib
 
     keys = [cluster.add_api_key(f"k{i}")[1] for i in range(3)]

@@ -74,11 +74,10 @@ def test_ping_is_503_during_a_warm_shutdown_while_a_task_runs(fast_cluster, star
     assert fast_cluster.node("node-1", with_tasks=False).status == "Offline"
 
 
+@pytest.mark.only_backend("sqlite")
 def test_ping_is_503_while_the_database_stays_locked(fast_cluster, start_node, backend):
     """Another process holds SQLite's write lock for longer than two check-in
     intervals: the node cannot check in, and says so, quickly, from its own state."""
-    if backend != "sqlite":
-        pytest.skip("the SQLite write lock")
     node = start_http_node(start_node, "node-1")
     node.wait_ping(200)
     locker = sqlite3.connect(fast_cluster.db, isolation_level=None, timeout=10)

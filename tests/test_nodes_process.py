@@ -245,10 +245,9 @@ def test_log_format_json_gives_one_object_a_line(fast_cluster, raw_node):
 # -- the database a node creates ------------------------------------------------------
 
 
+@pytest.mark.only_backend("sqlite")
 def test_node_run_creates_a_missing_sqlite_database_readable_by_its_owner_only(
         backend, tmp_path, start_node):
-    if backend != "sqlite":
-        pytest.skip("about a SQLite file")
     path = tmp_path / "cluster.db"  # the `db` fixture's file: not created yet
     assert not path.exists()
     node = start_node("node-1")
