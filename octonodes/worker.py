@@ -46,8 +46,8 @@ RETRY_INTERVAL = 1.0
 WORKER_BUSY_TIMEOUT = 1.0
 """A node waits at most this long for a lock, so its loop keeps turning."""
 REACTION_INTERVAL = 0.02
-"""At most this often a node looks at what others committed (cancels, drain,
-cap, new tasks); its own task ends it handles at once."""
+"""While it runs tasks, at most this often a node looks at what others
+committed (cancels, drain, cap, new tasks); its own task ends it handles at once."""
 COLD_STOP_EXTRA = 5.0
 """After cancel_grace, how long a cold stop waits for the database before exiting."""
 
@@ -331,9 +331,10 @@ class Worker:
             return
         if not (changed or self._look):
             return
-        if not self._look and now < self._next_reaction:
+        if not self._look and self.runs and now < self._next_reaction:
             # Others commit all the time on a busy cluster; answering each
-            # commit would keep this loop from its own work.
+            # commit would keep a busy loop from its own work. An idle node
+            # answers at once: that is how a new task starts within a few ms.
             self._change_pending = True
             return
         self._change_pending = False
