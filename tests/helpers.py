@@ -28,6 +28,25 @@ def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_WAIT, interv
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
 
 
+def pid_alive(pid: int) -> bool:
+    """Does the process exist and is it not a zombie (nobody may reap it here)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def read_pid(path: Path, timeout: float = DEFAULT_WAIT) -> int:
+    """Wait for a task to write its pid (one complete line) to `path`."""
+    def pid():
+        text = path.read_text() if path.exists() else ""
+        return int(text.split()[0]) if text.endswith("\n") else None
+
+    return wait_until(pid, timeout, message=f"a pid in {path}")
+
+
 def octonodes(db: str, *args: str, timeout: float = 60, env: dict | None = None,
               input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI as a separate process."""

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import wait_status
-from helpers import wait_until
+from helpers import pid_alive, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +27,6 @@ print("locked", flush=True)
 sys.stdin.read()  # hold the write lock until the test closes our stdin
 conn.execute("ROLLBACK")
 """
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 class WriteLock:

@@ -12,28 +12,9 @@ import pytest
 import octonodes
 from conftest import wait_status
 from helpers import octonodes as run_cli
-from helpers import wait_until
+from helpers import pid_alive, read_pid, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def pid_alive(pid: int) -> bool:
-    """Does the process exist and is it not a zombie (nobody may reap it here)?"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def read_pid(path) -> int:
-    """Wait for a task to write its pid (one complete line) to `path`."""
-    def pid():
-        text = path.read_text() if path.exists() else ""
-        return int(text.split()[0]) if text.endswith("\n") else None
-
-    return wait_until(pid, 20, message=f"a pid in {path}")
 
 
 def sleeper(pid_file) -> list[str]:

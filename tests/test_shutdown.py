@@ -9,26 +9,9 @@ import signal
 import pytest
 
 from conftest import wait_status
-from helpers import wait_until
+from helpers import pid_alive, read_pid, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def read_pid(path) -> int:
-    def pid():
-        text = path.read_text() if path.exists() else ""
-        return int(text) if text.endswith("\n") else None
-
-    return wait_until(pid, 20, message=f"a pid in {path}")
 
 
 def test_a_warm_stop_finishes_the_running_task_claims_nothing_and_exits_0(
