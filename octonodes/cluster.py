@@ -198,12 +198,9 @@ class Cluster:
             self._pause(None, 0.2)
 
     def _pause(self, deadline: float | None, interval: float) -> None:
+        """Until someone commits, `interval` passes or the deadline comes."""
         left = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
-        end = time.monotonic() + left
-        while time.monotonic() < end:
-            if self.store.wait_for_change(min(POLL_INTERVAL, end - time.monotonic())):
-                return
-            time.sleep(min(POLL_INTERVAL, max(0.0, end - time.monotonic())))
+        self.store.wait_for_change(left)
 
     def queue_summary(self) -> QueueSummary:
         return self.store.queue_summary()

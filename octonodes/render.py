@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .cluster import CheckResult
 from .models import Node, NodeStatus, OfflineReason, Task, TaskState
 
 STATUS_STYLES = {
@@ -145,10 +144,6 @@ def settings_table(rows: list[tuple[str, str, bool, str]], db: str) -> Table:
     for key, value, is_set, meaning in rows:
         table.add_row(key, value or "-", "set" if is_set else "default", meaning)
     return table
-
-
-def check_lines(result: CheckResult) -> list[str]:
-    return [result.summary] + [f"- {p}" for p in result.problems]
 
 
 def _when(value: datetime | None) -> str:

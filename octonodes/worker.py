@@ -380,12 +380,14 @@ class Worker:
     def _start(self, tasks: list) -> None:
         for task in tasks:
             log.info("claimed task %d (attempt %d): %s", task.id, task.attempt, task.name)
-            run = TaskRun(task, self.name, self.settings.task_log_limit, wake=self.wake.set,
-                          threads=self.threads, environment=self.environment,
-                          watchdog=self.watchdog)
-            self.runs[task.id] = run
+            self._run(task)
         if tasks:
             self._set_live()
+
+    def _run(self, task) -> None:
+        self.runs[task.id] = TaskRun(task, self.name, self.settings.task_log_limit,
+                                     wake=self.wake.set, threads=self.threads,
+                                     environment=self.environment, watchdog=self.watchdog)
 
     def _adopt_unseen_claims(self) -> None:
         """A claim can commit on the server and still fail here, when the
@@ -397,8 +399,7 @@ class Worker:
             if task.id not in known:
                 log.warning("task %d was claimed as the connection broke; running it now "
                             "(attempt %d): %s", task.id, task.attempt, task.name)
-                self.runs[task.id] = TaskRun(task, self.name, self.settings.task_log_limit,
-                                             wake=self.wake.set, threads=self.threads)
+                self._run(task)
         self._claim_unsure = False
         self._set_live()
 

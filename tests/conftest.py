@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 import octonodes
-from helpers import NodeProcess, wait_until
+from helpers import FakeClock, NodeProcess, wait_until
 
 PG_BASE = os.environ.get("OCTONODES_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [b for b in os.environ.get("OCTONODES_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
@@ -65,6 +65,11 @@ def db(backend, tmp_path) -> str:
     if backend == "sqlite":
         yield str(tmp_path / "cluster.db")
         return
+    yield from pg_schema()
+
+
+def pg_schema():
+    """Yield the URL of a fresh schema on the test server; drop it afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = _pg_admin()
     admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -81,6 +86,25 @@ def cluster(db) -> octonodes.Cluster:
     c.store.initialize()
     yield c
     c.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def timed(db, clock) -> octonodes.Cluster:
+    """An initialised cluster whose store reads the fake clock."""
+    c = octonodes.open(db, create=True, clock=clock)
+    c.store.initialize()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def clocked(timed, clock) -> tuple[octonodes.Cluster, FakeClock]:
+    return timed, clock
 
 
 @pytest.fixture

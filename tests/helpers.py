@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -26,6 +27,19 @@ def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_WAIT, interv
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+class FakeClock:
+    """The store's clock, moved by the test (`octonodes.open(db, clock=...)`)."""
+
+    def __init__(self, start: datetime = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, **delta: float) -> None:
+        self.now += timedelta(seconds=seconds, **delta)
 
 
 def pid_alive(pid: int) -> bool:

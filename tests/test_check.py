@@ -26,18 +26,6 @@ from octonodes.store.base import Registration
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def register(c: octonodes.Cluster, name: str, *, cap: int | None = None) -> str:
@@ -239,19 +227,6 @@ def test_unknown_through_the_real_cli(tmp_path):
 
 
 # -- exact boundaries, through the library with a fake clock ---------------------------
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def timed(db, clock) -> octonodes.Cluster:
-    c = octonodes.open(db, create=True, clock=clock)
-    c.store.initialize()
-    yield c
-    c.close()
 
 
 def test_lost_exactly_past_offline_after(timed, clock):

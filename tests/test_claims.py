@@ -6,7 +6,7 @@ again. Lowering a cap stops new claims and kills nothing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -148,23 +148,6 @@ def test_a_node_with_cap_zero_claims_nothing(fast_cluster, start_node):
 
 
 # -- the claim itself, through the store: no node process, an injected clock ---
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clocked(db):
-    clock = Clock()
-    cluster = lib.open(db, create=True, clock=clock)
-    cluster.store.initialize()
-    yield cluster, clock
-    cluster.close()
-
 
 def _register(store, name: str, instance: str, cap: int) -> None:
     store.register(Registration(name=name, instance_id=instance, host="test-host", pid=1,

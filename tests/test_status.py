@@ -27,33 +27,6 @@ NODE_FIELDS = {"name", "status", "last_seen", "task_cap", "tasks", "drain"}
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
 
 
-class FakeClock:
-    """The store's clock, moved by the test."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def timed(db, clock) -> octonodes.Cluster:
-    """An initialised cluster whose store reads the fake clock."""
-    c = octonodes.open(db, create=True, clock=clock)
-    c.store.initialize()
-    yield c
-    c.close()
-
-
 def register(c: octonodes.Cluster, name: str, *, interval: float = 10.0, cap: int | None = None,
              host: str = "host-a", pid: int = 4242, instance: str | None = None,
              holder_gone: bool = False) -> str:

@@ -14,7 +14,7 @@ import select
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import pytest
 
@@ -383,26 +383,6 @@ def test_task_wait_exits_5_at_its_timeout(cluster, db):
 
 
 # -- retention and queue timeout, with an injected clock ------------------------
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clocked(db):
-    clock = Clock()
-    cluster = octonodes.open(db, create=True, clock=clock)
-    cluster.store.initialize()
-    yield cluster, clock
-    cluster.close()
-
 
 def _claim_with_output(store, tasks_and_outputs):
     """Claim tasks and log their output through the store, as a node would."""

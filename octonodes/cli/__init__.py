@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -30,6 +30,19 @@ def print_json(document: object) -> None:
 
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def enum_values(enum: type) -> Callable[[list[str] | None], list[str]]:
+    """An option callback: each value, in any case, as one of `enum`'s values."""
+    def parse(values: list[str] | None) -> list[str]:
+        by_lower = {member.value.lower(): member.value for member in enum}
+        for value in values or []:
+            if value.lower() not in by_lower:
+                raise typer.BadParameter(
+                    f"{value!r} is not one of: " + ", ".join(m.value for m in enum))
+        return [by_lower[v.lower()] for v in values or []]
+
+    return parse
 
 
 def fail(message: str, exit_code: int) -> typer.Exit:

@@ -11,25 +11,18 @@ import typer
 from ..errors import OctonodesError, TimedOut
 from ..models import NodeStatus
 from ..settings import format_duration, parse_duration
-from . import JsonOption, UnknownOnUsageError, app, fail, print_json
+from . import JsonOption, UnknownOnUsageError, app, enum_values, fail, print_json
 
 NodeName = Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
 DEFAULT_DRAIN_TIMEOUT = "1h"
 WATCH_INTERVAL = 1.0
 
 
-def _status(value: str) -> str:
-    for status in NodeStatus:
-        if status.value.lower() == value.lower():
-            return status.value
-    raise typer.BadParameter(f"{value!r} is not one of: " + ", ".join(s.value for s in NodeStatus))
-
-
 @app.command("list")
 def list_nodes(
     ctx: typer.Context,
     status: Annotated[Optional[list[str]], typer.Option(
-        "--status", "-s", callback=lambda v: [_status(s) for s in v or []],
+        "--status", "-s", callback=enum_values(NodeStatus),
         help="Only nodes with this status (Running, Draining, Drained, Offline); repeatable.")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw the table every second until Ctrl-C.")] = False,
     json: JsonOption = False,

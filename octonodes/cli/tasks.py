@@ -10,19 +10,12 @@ import typer
 from ..models import TaskState
 from ..settings import parse_duration
 from ..store.base import TaskSpec
-from . import JsonOption, app, print_json
+from . import JsonOption, app, enum_values, print_json
 
 task_app = typer.Typer(help="Queue tasks and follow them.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
 
 TaskId = Annotated[int, typer.Argument(metavar="ID", help="The task's id.", show_default=False)]
-
-
-def _state(value: str) -> str:
-    for state in TaskState:
-        if state.value.lower() == value.lower():
-            return state.value
-    raise typer.BadParameter(f"{value!r} is not one of: " + ", ".join(s.value for s in TaskState))
 
 
 @task_app.command("add")
@@ -62,7 +55,7 @@ def list_tasks(
     ctx: typer.Context,
     node: Annotated[Optional[str], typer.Option("--node", help="Only tasks that ran on this node.")] = None,
     state: Annotated[Optional[list[str]], typer.Option(
-        "--state", callback=lambda v: [_state(s) for s in v or []],
+        "--state", callback=enum_values(TaskState),
         help="Only tasks in this state (Queued, Executing, Cancelling, Success, Failed, Canceled, TimedOut); repeatable.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json: JsonOption = False,

@@ -8,6 +8,7 @@ off from the cluster can never overwrite what the others decided.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,9 @@ SCHEMA_VERSION = 2
 oldest code version that can still use it (`min_compatible`)."""
 
 Clock = Callable[[], datetime]
+
+CHANGE_POLL = 0.05
+"""How often a waiting command asks a store without notifications for changes."""
 
 
 @dataclass(frozen=True)
@@ -163,9 +167,16 @@ class Store(ABC):
         fails; a node keeps this short so its loop keeps turning."""
 
     def wait_for_change(self, timeout: float) -> bool:
-        """Block up to `timeout` seconds for a commit by someone else. Backends
-        with notifications override this; the default just reports `changed()`."""
-        return self.changed()
+        """Block up to `timeout` seconds for a commit by someone else; True
+        when one came. Backends with notifications override this; the default
+        asks `changed()` every CHANGE_POLL seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.changed():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(CHANGE_POLL, left))
+        return True
 
     # -- schema -------------------------------------------------------------
 

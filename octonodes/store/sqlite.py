@@ -53,7 +53,6 @@ class SQLiteStore(Store):
         self.path = Path(path).expanduser()
         self.display = str(self.path.absolute())
         self._clock = clock or _utc_now
-        self._settings_cache: ClusterSettings | None = None
         exists = self.path.exists()
         if not exists and not create:
             raise DatabaseMissing(
@@ -240,7 +239,7 @@ class SQLiteStore(Store):
 
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as conn:
-            current = ClusterSettings.from_stored(dict(conn.execute("SELECT key, value FROM settings")))
+            current = self._settings_in(conn)
             canonical = validate_setting(key, value, current)
             conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, canonical))
 
@@ -265,7 +264,7 @@ class SQLiteStore(Store):
 
     def nodes(self) -> list[Node]:
         with self._read() as conn:
-            settings = ClusterSettings.from_stored(dict(conn.execute("SELECT key, value FROM settings")))
+            settings = self._settings_in(conn)
             now = self.now()
             return [make_node(row, now=now, running=running, offline_after=settings.offline_after)
                     for row, running in self._select_nodes(conn)]
