@@ -7,6 +7,7 @@ nodes pick up a change at their next check-in. Durations are written `90`,
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -119,11 +120,18 @@ class ClusterSettings:
     @classmethod
     def from_stored(cls, stored: dict[str, str]) -> "ClusterSettings":
         """Parse the stored values, falling back to defaults for unset keys."""
-        values = {}
-        for key, setting in SETTINGS.items():
-            raw = stored.get(key, setting.default)
-            values[key] = setting.parse(raw) if raw != "" else ""
-        return cls(**values)
+        return _parse_stored(tuple(sorted(stored.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_stored(stored: tuple[tuple[str, str], ...]) -> ClusterSettings:
+    # A node reads the settings in every claim; they seldom change.
+    given = dict(stored)
+    values = {}
+    for key, setting in SETTINGS.items():
+        raw = given.get(key, setting.default)
+        values[key] = setting.parse(raw) if raw != "" else ""
+    return ClusterSettings(**values)
 
 
 def parse_setting(key: str, value: str) -> object:

@@ -45,6 +45,10 @@ RETRY_INTERVAL = 1.0
 """How soon a failed check-in is tried again."""
 WORKER_BUSY_TIMEOUT = 1.0
 """A node waits at most this long for a lock, so its loop keeps turning."""
+FINISH_BATCH_WINDOW = 0.004
+"""While other tasks still run, how long a task's end may wait to be recorded
+with theirs: one transaction records several ends and claims their
+successors, and that transaction, not the task, is most of a node's cost."""
 REACTION_INTERVAL = 0.02
 """While it runs tasks, at most this often a node looks at what others
 committed (cancels, drain, cap, new tasks); its own task ends it handles at once."""
@@ -92,13 +96,13 @@ class Worker:
         self._lock = None
         self._next_check_in = 0.0
         self._next_log_flush = 0.0
+        self._finishes_since = 0.0
         self._last_ok = 0.0
         self._look = True
         self._cold_deadline: float | None = None
         self._failing_since: float | None = None
         self._pending_chunks: list[LogChunk] = []
         self._stop_begun = False
-        self._change_pending = False
         self._next_reaction = 0.0
         self._claim_unsure = False  # a claim failed: it may have committed all the same
 
@@ -186,13 +190,22 @@ class Worker:
             while not self.done:
                 self.run_once()
                 if not self.done:
-                    wait = pause
-                    if self._change_pending:
-                        wait = max(0.0, min(pause, self._next_reaction - time.monotonic()))
-                    self.wake.wait(wait, change_fd)
+                    self._sleep(pause, change_fd)
         finally:
             self._stop()
         return self.exit_code
+
+    def _sleep(self, pause: float, change_fd: int | None) -> None:
+        """Until something happens: a task ends, a signal, a commit by
+        others (unless this busy node answered one a moment ago), or a
+        batch of task ends comes due."""
+        now = time.monotonic()
+        wait = pause
+        if self._throttled(now):
+            wait, change_fd = min(wait, self._next_reaction - now), None
+        if self.finishes:
+            wait = min(wait, self._finishes_since + FINISH_BATCH_WINDOW - now)
+        self.wake.wait(max(0.0, wait), change_fd)
 
     def run_once(self) -> None:
         """One step: check in when due, fence if cut off, end finished tasks,
@@ -206,7 +219,7 @@ class Worker:
                 return
         self._fence(time.monotonic())  # the check-in may have waited on a lock
         self._collect()
-        if now >= self._next_log_flush or self.finishes:
+        if now >= self._next_log_flush or self._finishes_due(now):
             self._flush(now)
         self._watch(now)
         if self.stop_requests >= 2:
@@ -282,13 +295,22 @@ class Worker:
         """Move tasks whose process has ended to the finish list."""
         for task_id, run in list(self.runs.items()):
             if run.finished():
+                if not self.finishes:
+                    self._finishes_since = time.monotonic()
                 outcome = run.outcome()
                 self.finishes.append((run, outcome))
                 del self.runs[task_id]
-                self._look = True
                 log.info("task %d ended %s%s", task_id, outcome.state.value,
                          f": {outcome.error}" if outcome.error else "")
         self._set_live()
+
+    def _finishes_due(self, now: float) -> bool:
+        """Record ends at once when nothing else runs (or when stopping);
+        otherwise give the other tasks a few ms to end too."""
+        if not self.finishes:
+            return False
+        return (not self.runs or self.stop_requests > 0
+                or now - self._finishes_since >= FINISH_BATCH_WINDOW)
 
     def _flush(self, now: float) -> None:
         """Write gathered output and finished tasks in one transaction, and
@@ -308,7 +330,7 @@ class Worker:
         except DatabaseError as exc:
             self._db_trouble(now, exc, "record task output")
             if finishes:
-                self._claim_unsure = True
+                self._claim_unsure = self._look = True
         else:
             for finish, still_owned in zip(finishes, owned):
                 if not still_owned:
@@ -324,20 +346,15 @@ class Worker:
         cancel requests, drain and cap, and claims."""
         for run in self.runs.values():
             run.escalate(now)
+        if self._throttled(now):
+            return
         try:
-            changed = self.store.changed() or self._change_pending
+            changed = self.store.changed()
         except DatabaseError as exc:
             self._db_trouble(now, exc, "poll")
             return
         if not (changed or self._look):
             return
-        if not self._look and self.runs and now < self._next_reaction:
-            # Others commit all the time on a busy cluster; answering each
-            # commit would keep a busy loop from its own work. An idle node
-            # answers at once: that is how a new task starts within a few ms.
-            self._change_pending = True
-            return
-        self._change_pending = False
         self._next_reaction = now + REACTION_INTERVAL
         self._look = False
         try:
@@ -354,6 +371,13 @@ class Worker:
         except NotFound:
             self._next_check_in = 0.0  # our row is gone: the check-in will say so
 
+    def _throttled(self, now: float) -> bool:
+        """Others commit all the time on a busy cluster; answering each
+        commit would keep a busy node from its own work, so it answers at
+        most every REACTION_INTERVAL. An idle node answers at once: that is
+        how a new task starts within a few ms."""
+        return not self._look and bool(self.runs) and now < self._next_reaction
+
     def _cancel_requested(self) -> None:
         for task_id, attempt in self.store.cancel_requests(self.name, self.instance_id):
             run = self.runs.get(task_id)
@@ -366,14 +390,16 @@ class Worker:
         """How many tasks this node may ask for now (the claim itself reads
         the cap and drain that hold in the database); 0 when it must not claim."""
         live = self.live
-        if self.stop_requests or live.fenced or live.drain or self.finishes:
+        if self.stop_requests or live.fenced or live.drain:
             return 0
         # The cap as last read (any commit makes the loop read it again): at
         # its cap, a node need not take the write lock to hear "no room".
         return max(0, min(live.task_cap, MAX_TASK_CAP) - len(self.runs))
 
     def _claim(self) -> None:
-        room = self._claim_room()
+        # Tasks whose end is not recorded yet still count against the cap in
+        # the database: their record (`_flush`) claims for them.
+        room = 0 if self.finishes else self._claim_room()
         if room:
             self._start(self.store.claim(self.name, self.instance_id, room))
 
