@@ -4,11 +4,12 @@ The body is multipart/form-data with one file part. It is parsed as it
 arrives (streaming-form-data, fed from `request.stream()`), and the file
 part's bytes go straight to the package store's temporary file with their
 SHA-256 computed on the way (`PackageTarget`), in constant memory and with
-no size limit; the body is never held whole, nor written twice. Parsing,
-hashing and writing run in a worker thread, a batch at a time, so the event
-loop stays free for pings while a large upload runs; one batch is in that
-thread while the loop reads the next, so the two overlap (at most two
-batches in memory).
+no size limit; the body is never held whole, nor written twice. The parser
+(compiled) runs on the event loop as the body arrives and only gathers the
+file part's bytes; writing and hashing (`Incoming`) run in a worker thread,
+a batch at a time, so the event loop stays free for pings while a large
+upload runs; one batch is in that thread while the loop reads and parses
+the next, so the two overlap (at most two batches in memory).
 
 Answers: 200 with the package (a new upload, or IgnoreIfExists's existing
 one); 400 for a bad name, a bad overwriteMode or a malformed body; 409 under
@@ -37,7 +38,7 @@ from .context import iso
 log = logging.getLogger("octonodes.http")
 
 FEED_SIZE = 1024 * 1024
-"""Bytes gathered from the socket before one hand-off to the parsing thread."""
+"""Bytes of the file part gathered before one hand-off to the writing thread."""
 
 
 class MalformedUpload(UsageError):
@@ -48,7 +49,12 @@ class PackageTarget(BaseTarget):
     """Receives every part of the body: the one file part goes to the store,
     other (plain form) parts are ignored, a second file part is an error.
     Under FailIfExists and IgnoreIfExists, a package already in the store is
-    not written again: its bytes are read and dropped."""
+    not written again: its bytes are read and dropped.
+
+    The parser calls it on the event loop, where it only gathers the file
+    part's bytes (`take`); `store` then writes them, in a worker thread,
+    which is also where the store is first looked at (file system calls
+    stay off the event loop)."""
 
     def __init__(self, folder: PackageFolder, mode: OverwriteMode) -> None:
         super().__init__()
@@ -56,8 +62,11 @@ class PackageTarget(BaseTarget):
         self.mode = mode
         self.name: PackageName | None = None
         self.incoming: Incoming | None = None
+        self.decided = False  # whether this upload is written, once the store was looked at
         self.in_file_part = False
         self.file_done = False
+        self.gathered: list[bytes] = []
+        self.gathered_size = 0
 
     def on_start(self) -> None:
         self.in_file_part = self.multipart_filename is not None
@@ -66,18 +75,32 @@ class PackageTarget(BaseTarget):
         if self.name is not None:
             raise MalformedUpload("the upload has more than one file part; send one package")
         self.name = parse_file_name(self.multipart_filename)
-        if self.mode is OverwriteMode.OVERWRITE_EXISTING or not self.folder.exists(self.name):
-            self.incoming = self.folder.receive(self.name)
 
     def on_data_received(self, chunk: bytes) -> None:
-        if self.in_file_part and self.incoming is not None:
-            self.incoming.write(chunk)
+        if self.in_file_part:
+            self.gathered.append(chunk)
+            self.gathered_size += len(chunk)
 
     def on_finish(self) -> None:
         if self.in_file_part:
             self.file_done = True
         self.in_file_part = False
         self.multipart_filename = None  # the next part sets its own, or has none
+
+    def take(self) -> list[bytes]:
+        """The file part's bytes gathered since the last call."""
+        gathered, self.gathered, self.gathered_size = self.gathered, [], 0
+        return gathered
+
+    def store(self, chunks: list[bytes]) -> None:
+        """In a worker thread: write these bytes of the file part."""
+        if not self.decided and self.name is not None:
+            if self.mode is OverwriteMode.OVERWRITE_EXISTING or not self.folder.exists(self.name):
+                self.incoming = self.folder.receive(self.name)
+            self.decided = True
+        if self.incoming is not None:
+            for chunk in chunks:  # as they came: joining them would copy every byte once more
+                self.incoming.write(chunk)
 
     def complete(self) -> tuple[Package, bool]:
         """After the whole body: put the package in place (or decide why not).
@@ -86,6 +109,7 @@ class PackageTarget(BaseTarget):
             raise MalformedUpload("the upload has no file part (a part with a filename)")
         if not self.file_done:
             raise MalformedUpload("the body ended before the file part did (malformed multipart)")
+        self.store(self.take())
         if self.incoming is not None:
             return self.incoming.commit(self.mode)
         existing = self.folder.find(self.name)
@@ -136,11 +160,6 @@ def overwrite_mode(request: Request) -> OverwriteMode:
                      + ", ".join(m.value for m in OverwriteMode))
 
 
-def _feed(parser: StreamingFormDataParser, chunks: list[bytes]) -> None:
-    for chunk in chunks:  # as they came: joining them would copy every byte once more
-        parser.data_received(chunk)
-
-
 def _release(context, target: PackageTarget) -> None:
     target.discard()
     context.upload_ended(target)
@@ -172,22 +191,16 @@ async def upload(request: Request) -> Response:
     context.upload_started(target)
     in_flight: asyncio.Future | None = None
     try:
-        batch: list[bytes] = []
-        batched = 0
         async for chunk in request.stream():
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= FEED_SIZE:
-                # One batch in flight: it is parsed, hashed and written in a
+            parser.data_received(chunk)  # fast (compiled), and it only gathers
+            if target.gathered_size >= FEED_SIZE:
+                # One batch in flight: it is written (and hashed) in a
                 # worker thread while the event loop reads the next one.
                 if in_flight is not None:
                     await asyncio.shield(in_flight)
-                in_flight = asyncio.ensure_future(run_in_threadpool(_feed, parser, batch))
-                batch, batched = [], 0
+                in_flight = asyncio.ensure_future(run_in_threadpool(target.store, target.take()))
         if in_flight is not None:
             await asyncio.shield(in_flight)
-        if batch:
-            await run_in_threadpool(_feed, parser, batch)
         package, stored = await run_in_threadpool(target.complete)
     except ParseFailedException as exc:
         raise MalformedUpload(f"malformed multipart/form-data body ({exc})") from None
