@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 
 
@@ -12,10 +13,17 @@ class TextFormatter(logging.Formatter):
     def __init__(self, node: str) -> None:
         super().__init__()
         self.node = node
+        self._second = -1
+        self._prefix = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        when = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return f"{when[:-4]}Z {record.levelname:<7} {self.node}: {record.getMessage()}"
+        # A busy node logs a line or two a task: the date is made once a second.
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = int((record.created - second) * 1000)
+        return f"{self._prefix}.{millis:03d}Z {record.levelname:<7} {self.node}: {record.getMessage()}"
 
 
 class JsonFormatter(logging.Formatter):

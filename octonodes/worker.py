@@ -302,7 +302,8 @@ class Worker:
                 del self.runs[task_id]
                 log.info("task %d ended %s%s", task_id, outcome.state.value,
                          f": {outcome.error}" if outcome.error else "")
-        self._set_live()
+        if self.live.running != len(self.runs):
+            self._set_live()
 
     def _finishes_due(self, now: float) -> bool:
         """Record ends at once when nothing else runs (or when stopping);
@@ -404,11 +405,18 @@ class Worker:
             self._start(self.store.claim(self.name, self.instance_id, room))
 
     def _start(self, tasks: list) -> None:
+        if not tasks:
+            return
+        # One line a claim, however many tasks it took: a busy node's log
+        # (and its CPU) should not be mostly claims.
+        described = [f"{t.id} (attempt {t.attempt}): {t.name}" for t in tasks]
+        if len(tasks) == 1:
+            log.info("claimed task %s", described[0])
+        else:
+            log.info("claimed %d tasks: %s", len(tasks), "; ".join(described))
         for task in tasks:
-            log.info("claimed task %d (attempt %d): %s", task.id, task.attempt, task.name)
             self._run(task)
-        if tasks:
-            self._set_live()
+        self._set_live()
 
     def _run(self, task) -> None:
         self.runs[task.id] = TaskRun(task, self.name, self.settings.task_log_limit,

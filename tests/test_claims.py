@@ -13,7 +13,7 @@ import pytest
 import octonodes as lib
 from conftest import wait_status
 from helpers import octonodes, wait_until
-from octonodes.store.base import Registration
+from octonodes.store.base import Finish, Registration
 
 slow = pytest.mark.slow
 
@@ -191,7 +191,39 @@ def test_the_claim_itself_reads_drain_cap_and_liveness(clocked):
     assert store.check_in("node-1", "i-1", shutting_down=False, heartbeat_interval=10.0)
     claimed = store.claim("node-1", "i-1", 2)
     assert [t.id for t in claimed] == [tasks[3].id, tasks[4].id], "the node's own limit counts too"
-    assert cluster.queue_summary().queued == 1
+    assert [t.id for t in store.claim("node-1", "i-1", 1)] == [tasks[5].id], \
+        "a limit below the cap, with tasks running, still takes what the cap leaves room for"
+    assert cluster.queue_summary().queued == 0
+
+
+def test_recording_ends_claims_what_they_made_room_for(clocked):
+    """`exchange`: ends recorded and their successors claimed in one
+    transaction, within the cap as it stands once the ends count."""
+    cluster, _ = clocked
+    store = cluster.store
+    _register(store, "node-1", "i-1", cap=3)
+    tasks = cluster.add_tasks([["true"]] * 8)
+    running = store.claim("node-1", "i-1", 1000)
+    assert [t.id for t in running] == [t.id for t in tasks[:3]]
+
+    ends = [Finish(running[0].id, 1, lib.TaskState.SUCCESS, 0, None),
+            Finish(running[1].id, 1, lib.TaskState.FAILED, 2, "exited with code 2")]
+    owned, claimed = store.exchange("node-1", "i-1", ends, [], 2)
+    assert owned == [True, True]
+    assert [t.id for t in claimed] == [tasks[3].id, tasks[4].id], "two ended, two taken"
+    assert [(t.state, t.exit_code) for t in (cluster.task(tasks[0].id), cluster.task(tasks[1].id))] \
+        == [("Success", 0), ("Failed", 2)]
+
+    # Already ended (by the cluster, say): not ours any more, and no room made.
+    owned, claimed = store.exchange("node-1", "i-1", ends, [], 1)
+    assert owned == [False, False] and claimed == [], "at its cap: 3 still run"
+    cluster.set_cap("node-1", 4)
+    owned, claimed = store.exchange("node-1", "i-1", [], [], 5)
+    assert [t.id for t in claimed] == [tasks[5].id], "a raised cap, read inside the claim"
+    cluster.drain("node-1")
+    ended = Finish(tasks[2].id, 1, lib.TaskState.SUCCESS, 0, None)
+    owned, claimed = store.exchange("node-1", "i-1", [ended], [], 5)
+    assert owned == [True] and claimed == [], "drained: the end is recorded, nothing claimed"
 
 
 def test_two_nodes_never_claim_the_same_task(clocked):

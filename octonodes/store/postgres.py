@@ -530,11 +530,15 @@ class PostgresStore(Store):
             if cur.fetchone() is None:
                 return []
         with self._write() as cur:
-            return self._claim_in(cur, name, instance_id, limit)
+            limit, cap = self._claim_room(cur, name, instance_id, limit)
+            return self._take_queued(cur, name, instance_id, limit, cap)
 
-    def _claim_in(self, cur: Any, name: str, instance_id: str, limit: int) -> list[Task]:
-        # The node's row lock orders this claim after any drain, cap
-        # change or other claim for the node committed before it.
+    def _claim_room(self, cur: Any, name: str, instance_id: str, limit: int) -> tuple[int, int]:
+        """Lock the node's row, and say how many tasks it may take (`limit`,
+        or 0 when it is drained, stopping or not online) and its cap, less
+        which `_take_queued` counts what runs. The row lock orders the claim
+        after any drain, cap change or other claim for the node committed
+        before it."""
         cur.execute(
             f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
                 n.heartbeat_interval, now() AS now, {SETTINGS_SQL} AS settings
@@ -542,30 +546,35 @@ class PostgresStore(Store):
             (name, instance_id))
         row = cur.fetchone()
         if row is None:
-            return []
+            return 0, 0
         settings = ClusterSettings.from_stored(row["settings"])
         now = self._clock() if self._clock else _utc(row["now"])
         threshold = offline_threshold(settings.offline_after, row["heartbeat_interval"])
         if row["drain"] or row["shutting_down"] or row["stopped_at"] is not None \
                 or row["last_seen"] is None \
                 or now - row["last_seen"] > timedelta(seconds=threshold):
-            return []
-        # Counted after the lock, in a fresh snapshot: sees earlier claims.
-        running = cur.execute(
-            f"SELECT count(*)::int AS n FROM tasks WHERE node = %s AND state IN {ACTIVE_SQL}",
-            (name,)).fetchone()["n"]
-        room = min(limit, row["task_cap"] - running)
-        if room <= 0:
+            return 0, 0
+        return limit, row["task_cap"]
+
+    def _take_queued(self, cur: Any, name: str, instance_id: str, limit: int,
+                     cap: int) -> list[Task]:
+        """Claim the oldest queued tasks: at most `limit`, and no more than
+        `cap` less what already runs on the node. One statement, after the
+        node's row lock: its snapshot counts every claim and end committed
+        before, and this transaction's own."""
+        if limit <= 0:
             return []
         cur.execute(
             f"""WITH picked AS MATERIALIZED (
-                    SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT %s
+                    SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id
+                    LIMIT greatest(0, least(%s, %s - (SELECT count(*) FROM tasks
+                                                      WHERE node = %s AND state IN {ACTIVE_SQL})))
                     FOR UPDATE SKIP LOCKED)
                 UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
-                    started_at = %s, attempt = attempt + 1, exit_code = NULL
+                    started_at = {NOW_SQL}, attempt = attempt + 1, exit_code = NULL
                 FROM picked WHERE tasks.id = picked.id AND tasks.state = 'Queued'
                 RETURNING {CLAIMED_COLUMNS}""",
-            (room, name, instance_id, now))
+            (limit, cap, name, name, instance_id, self._injected()))
         claimed = [self._task(r) for r in cur.fetchall()]
         return sorted(claimed, key=lambda t: t.id)
 
@@ -618,31 +627,34 @@ class PostgresStore(Store):
             cur.executemany(
                 "INSERT INTO task_logs (task_id, seq, data) VALUES (%s, %s, %s)",
                 [(task_id, last + i, data) for i, data in enumerate(datas, 1)])
-        owned = []
-        for finish in finishes:
-            # One statement: the notify is sent only when the row was ours.
-            cur.execute(
-                f"""UPDATE tasks SET state = %s, exit_code = %s, error = %s,
-                    finished_at = {NOW_SQL}
-                    WHERE id = %s AND instance_id = %s AND attempt = %s
-                    AND state IN {ACTIVE_SQL}
-                    RETURNING pg_notify(%s, %s)""",
-                (TaskState(finish.state).value, finish.exit_code, finish.error,
-                 self._injected(), finish.task_id, instance_id, finish.attempt,
-                 self._channel, f"end {finish.task_id}"))
-            owned.append(cur.rowcount == 1)
-        return owned
+        if not finishes:
+            return []
+        # One statement for every end; the notify is sent only when a row
+        # was ours (identical notifications of one transaction are one).
+        cur.execute(
+            f"""UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
+                finished_at = {NOW_SQL}
+                FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[])
+                    AS f(id, attempt, state, exit_code, error)
+                WHERE tasks.id = f.id AND tasks.instance_id = %s AND tasks.attempt = f.attempt
+                AND tasks.state IN {ACTIVE_SQL}
+                RETURNING tasks.id, pg_notify(%s, 'end')""",
+            (self._injected(), [f.task_id for f in finishes], [f.attempt for f in finishes],
+             [TaskState(f.state).value for f in finishes], [f.exit_code for f in finishes],
+             [f.error for f in finishes], instance_id, self._channel))
+        ended = {row["id"] for row in cur.fetchall()}
+        return [f.task_id in ended for f in finishes]
 
     def exchange(self, name: str, instance_id: str, finishes: list[Finish],
                  chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
         groups = self._log_groups(chunks)
         with self._write() as cur:
-            if claim_limit > 0:
-                # The node's row first, as a claim, a drain or a delete takes
-                # it: locks always in the same order cannot deadlock.
-                self._lock_node(cur, name)
+            # The node's row first, as a claim, a drain or a delete takes
+            # it: locks always in the same order cannot deadlock.
+            limit, cap = (self._claim_room(cur, name, instance_id, claim_limit)
+                          if claim_limit > 0 else (0, 0))
             owned = self._finish_in(cur, instance_id, finishes, groups)
-            claimed = self._claim_in(cur, name, instance_id, claim_limit) if claim_limit > 0 else []
+            claimed = self._take_queued(cur, name, instance_id, limit, cap)
         return owned, claimed
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:

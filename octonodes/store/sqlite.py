@@ -481,16 +481,17 @@ class SQLiteStore(Store):
 
     def _claim_in(self, conn: sqlite3.Connection, name: str, instance_id: str,
                   limit: int) -> list[Task]:
-        settings = self._settings_in(conn)
         now = self.now()
         row = conn.execute(
             f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
-                n.heartbeat_interval, {RUNNING_COUNT_SQL}
+                n.heartbeat_interval, {RUNNING_COUNT_SQL},
+                (SELECT json_group_object(key, value) FROM settings)
                 FROM nodes n WHERE n.name = ? AND n.instance_id = ?""",
             (name, instance_id)).fetchone()
         if row is None:
             return []
-        cap, drain, shutting_down, stopped_at, last_seen, interval, running = row
+        cap, drain, shutting_down, stopped_at, last_seen, interval, running, stored = row
+        settings = ClusterSettings.from_stored(json.loads(stored))
         threshold = offline_threshold(settings.offline_after, interval)
         if drain or shutting_down or stopped_at is not None or last_seen is None \
                 or _ts(now) - last_seen > threshold:
@@ -547,12 +548,22 @@ class SQLiteStore(Store):
                     FROM tasks t WHERE t.id = ? AND t.instance_id = ? AND t.attempt = ?
                     AND t.state IN {ACTIVE_SQL}""",
                 (chunk.data, chunk.task_id, instance_id, chunk.attempt))
-        now = _ts(self.now())
-        return [conn.execute(
-            f"""UPDATE tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?
-                WHERE id = ? AND instance_id = ? AND attempt = ? AND state IN {ACTIVE_SQL}""",
-            (TaskState(f.state).value, f.exit_code, f.error, now, f.task_id,
-             instance_id, f.attempt)).rowcount == 1 for f in finishes]
+        if not finishes:
+            return []
+        # One statement for every end.
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(finishes))
+        args: list = []
+        for f in finishes:
+            args += [f.task_id, f.attempt, TaskState(f.state).value, f.exit_code, f.error]
+        args += [_ts(self.now()), instance_id]
+        ended = {row[0] for row in conn.execute(
+            f"""WITH f(id, attempt, state, exit_code, error) AS (VALUES {values})
+                UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
+                    finished_at = ?
+                FROM f WHERE tasks.id = f.id AND tasks.attempt = f.attempt
+                AND tasks.instance_id = ? AND tasks.state IN {ACTIVE_SQL}
+                RETURNING tasks.id""", args)}
+        return [f.task_id in ended for f in finishes]
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         with self._errors():
