@@ -1,36 +1,102 @@
 """How one task runs: its own process group, merged output, limits and kills.
 
-The node's loop owns a `TaskRun` per claimed task. A thread per task starts
-its process, drains its one pipe (stdout and stderr merged) into a buffer up
-to the log limit, then writes a truncation marker and reads and drops the
-rest, so a task never blocks on a full pipe. The loop polls `finished()`,
-flushes `take_output()` to the database in batches, and asks for kills; it
-never blocks on a task.
+The node's loop starts each task itself and watches it without a thread:
+`TaskEvents` is the loop's one wait, on its wake-up pipe, the store's change
+notifications, every task's output pipe (stdout and stderr merged) and every
+task's process (a pidfd). Output is kept up to the log limit, then a
+truncation marker, and the rest is read and dropped, so a task never blocks
+on a full pipe. When the task's first process ends, what is left of its group
+is killed and the pipe is given a moment to empty; then it is reaped. The
+loop flushes `take_output()` to the database in batches, polls `finished()`
+and asks for kills; nothing here blocks.
+
+Starting from the loop costs no hand-over between threads: Python starts a
+process with `vfork`, which holds the loop only until the new program is
+loaded (about a tenth of a millisecond; a command on a file system that
+hangs would hold it longer, as it would hold any reader of that file system).
 """
 
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import signal
 import subprocess
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 from .models import Task, TaskState
 from .watchdog import Watchdog
 
 READ_SIZE = 64 * 1024
-READER_POLL = 0.2
-"""How often a task's thread, on a quiet pipe, looks whether the leader ended."""
+EXIT_POLL = 0.05
+"""Without pidfds (not Linux), how often the loop looks whether a task's
+first process has ended."""
 PIPE_DRAIN_GRACE = 1.0
-"""After a task's leader ends, how long to wait for the pipe's last bytes."""
+"""After a task's first process ends, how long to wait for the pipe's last bytes."""
 TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest was dropped]\n"
 
+
+class TaskEvents:
+    """The node loop's one wait: its wake-up pipe, the store's change
+    notifications (when the loop wants them), and the pipes and processes of
+    the tasks it runs, whose events it hands to their `TaskRun`."""
+
+    def __init__(self, wake_fd: int) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_fd = wake_fd
+        self._selector.register(wake_fd, selectors.EVENT_READ, None)
+        self._change_fd: int | None = None
+        self.polled: set["TaskRun"] = set()  # runs whose end is looked for, not notified
+
+    def register(self, fd: int, run: "TaskRun") -> None:
+        self._selector.register(fd, selectors.EVENT_READ, run)
+
+    def unregister(self, fd: int) -> None:
+        self._selector.unregister(fd)
+
+    def wait(self, timeout: float, change_fd: int | None = None) -> None:
+        """Until something is ready or `timeout` passes; hand task events on."""
+        if change_fd != self._change_fd:
+            if self._change_fd is not None:
+                self._selector.unregister(self._change_fd)
+            if change_fd is not None:
+                self._selector.register(change_fd, selectors.EVENT_READ, None)
+            self._change_fd = change_fd
+        if self.polled:
+            timeout = min(timeout, EXIT_POLL)
+        try:
+            ready = self._selector.select(max(0.0, timeout))
+        except InterruptedError:
+            ready = []
+        now = time.monotonic()
+        for key, _ in ready:
+            if key.data is not None:
+                key.data.on_ready(key.fd, now)
+            elif key.fd == self._wake_fd:
+                _drain(self._wake_fd)
+        for run in list(self.polled):
+            run.poll_exit(now)
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:  # BlockingIOError: empty
+        pass
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when `pid` ends (Linux 5.3+)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 class KillReason(Enum):
@@ -64,16 +130,11 @@ def task_environment(task: Task, node_name: str, base: dict[str, str] | None = N
 
 
 class TaskRun:
-    """One attempt of one task, running as a child process group.
+    """One attempt of one task, running as a child process group, started
+    and watched by the node's loop (`TaskEvents`). The node's watchdog, told
+    of the group, kills it should the node die first."""
 
-    A thread of its own (a new one, or one from the node's pool) starts the
-    process, so a fork never holds up the node's loop, drains its output, and
-    waits for it. The node's watchdog, told of the group, kills it should the
-    node die first."""
-
-    def __init__(self, task: Task, node_name: str, log_limit: int,
-                 wake: Callable[[], None] = lambda: None,
-                 threads: ThreadPoolExecutor | None = None,
+    def __init__(self, task: Task, node_name: str, log_limit: int, events: TaskEvents,
                  environment: dict[str, str] | None = None,
                  watchdog: Watchdog | None = None) -> None:
         self.task = task
@@ -87,36 +148,19 @@ class TaskRun:
         self.start_error: str | None = None
         self.returncode: int | None = None
         self.proc: subprocess.Popen | None = None
-        self._wake = wake
-        self._lock = threading.Lock()
+        self._events = events
+        self._watchdog = watchdog
         self._pending = bytearray()
         self._kept = 0
         self._truncated = False
-        self._group_lock = threading.Lock()
-        self._pgid: int | None = None
-        self._reaped = False
-        self._early_signal: int | None = None
-        self._done = threading.Event()
-        self._env = task_environment(task, node_name, environment)
-        self._watchdog = watchdog
-        if threads is not None:
-            threads.submit(self._run)
-        else:
-            threading.Thread(target=self._run, name=f"task-{task.id}", daemon=True).start()
+        self._pipe: int | None = None  # open until end of file (or the drain grace)
+        self._pidfd: int | None = None
+        self._exited = False  # the first process has ended (not reaped yet)
+        self._drain_until: float | None = None
+        self._done = False
+        self._spawn(task_environment(task, node_name, environment))
 
-    # -- the task's own thread ------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._spawn()
-            if self.proc is not None:
-                self._read()
-                self._reap()
-        finally:
-            self._done.set()
-            self._wake()
-
-    def _spawn(self) -> None:
+    def _spawn(self, env: dict[str, str]) -> None:
         try:
             self.proc = subprocess.Popen(
                 self.task.command,
@@ -124,96 +168,117 @@ class TaskRun:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=self._env,
+                env=env,
                 close_fds=True,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.start_error = f"cannot start {self.task.command[0]!r}: {exc}"
+            self._done = True
             return
         if self._watchdog:
             self._watchdog.guard(self.proc.pid)
-        with self._group_lock:
-            self._pgid = self.proc.pid
-            early = self._early_signal
-        if early is not None:
-            self._signal_group(early)
+        self._pipe = self.proc.stdout.fileno()
+        os.set_blocking(self._pipe, False)
+        self._events.register(self._pipe, self)
+        self._pidfd = _pidfd(self.proc.pid)
+        if self._pidfd is not None:
+            self._events.register(self._pidfd, self)
+        else:
+            self._events.polled.add(self)
 
-    def _leader_ended(self, block: bool = False) -> bool:
-        """Has the leader exited? Looks without reaping it, so its pid (the
-        group's id) cannot be reused while we may still signal the group."""
-        options = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+    # -- what the loop's wait hands on -----------------------------------------
+
+    def on_ready(self, fd: int, now: float) -> None:
+        if fd == self._pipe:
+            self._read()
+        elif fd == self._pidfd:
+            self._events.unregister(fd)
+            os.close(fd)
+            self._pidfd = None
+            self._leader_exited(now)
+        self._finish_if_over(now)
+
+    def poll_exit(self, now: float) -> None:
+        """Where there is no pidfd: has the first process ended?"""
+        if self._leader_ended():
+            self._events.polled.discard(self)
+            self._leader_exited(now)
+        self._finish_if_over(now)
+
+    def _read(self) -> None:
         try:
-            return os.waitid(os.P_PID, self.proc.pid, options) is not None
+            data = os.read(self._pipe, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._keep(data)
+        else:
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._pipe is not None:
+            self._events.unregister(self._pipe)
+            self.proc.stdout.close()
+            self._pipe = None
+
+    def _leader_ended(self) -> bool:
+        """Has the first process exited? Looks without reaping it, so its pid
+        (the group's id) cannot be reused while we may still signal the group."""
+        try:
+            return os.waitid(os.P_PID, self.proc.pid,
+                             os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
         except ChildProcessError:
             return True
 
-    def _read(self) -> None:
-        """Keep output until EOF. When the leader ends first, kill what is
-        left of its group and give the pipe a moment to empty."""
-        fd = self.proc.stdout.fileno()
-        drain_until = None
-        try:
-            while True:
-                ready, _, _ = select.select([fd], [], [], READER_POLL)
-                if ready:
-                    data = os.read(fd, READ_SIZE)
-                    if not data:
-                        return
-                    self._keep(data)
-                    continue
-                if drain_until is None and self._leader_ended():
-                    self._signal_group(signal.SIGKILL)
-                    drain_until = time.monotonic() + PIPE_DRAIN_GRACE
-                elif drain_until is not None and time.monotonic() >= drain_until:
-                    return  # something outside the group holds the pipe
-        except OSError:
-            return
-        finally:
-            self.proc.stdout.close()
+    def _leader_exited(self, now: float) -> None:
+        self._exited = True
+        if self._pipe is not None:
+            # Something it started still holds the pipe: end the group, and
+            # give the pipe a moment to empty.
+            self._signal_group(signal.SIGKILL)
+            self._drain_until = now + PIPE_DRAIN_GRACE
 
-    def _reap(self) -> None:
-        self._leader_ended(block=True)
-        self._signal_group(signal.SIGKILL)  # whatever the leader left behind
+    def _finish_if_over(self, now: float) -> None:
+        if not self._exited or self._done:
+            return
+        if self._pipe is not None:
+            if now < self._drain_until:
+                return
+            self._close_pipe()  # something outside the group holds the pipe
+        self._signal_group(signal.SIGKILL)  # whatever the first process left behind
         if self._watchdog:
             self._watchdog.release(self.proc.pid)
-        with self._group_lock:
-            self._reaped = True
         self.returncode = self.proc.wait()
+        self._done = True
 
     def _keep(self, data: bytes) -> None:
-        with self._lock:
-            if self._truncated:
-                return
-            room = self.log_limit - self._kept
-            if len(data) > room:
-                data = data[:room] + TRUNCATION_MARKER.format(limit=self.log_limit).encode()
-                self._truncated = True
-            self._kept += min(len(data), room)
-            self._pending += data
+        if self._truncated:
+            return
+        room = self.log_limit - self._kept
+        if len(data) > room:
+            data = data[:room] + TRUNCATION_MARKER.format(limit=self.log_limit).encode()
+            self._truncated = True
+        self._kept += min(len(data), room)
+        self._pending += data
 
     # -- what the node's loop calls --------------------------------------------
 
     def take_output(self) -> bytes:
         """The output gathered since the last call."""
-        with self._lock:
-            data, self._pending = bytes(self._pending), bytearray()
-            return data
+        data, self._pending = bytes(self._pending), bytearray()
+        return data
 
     def finished(self) -> bool:
         """Has the task ended, its whole process group with it?"""
-        return self._done.is_set()
+        return self._done
 
     def _signal_group(self, sig: int) -> None:
-        with self._group_lock:
-            if self._reaped:
-                return
-            if self._pgid is None:  # not started yet: its thread sends it
-                if self._early_signal != signal.SIGKILL:
-                    self._early_signal = sig
-                return
-            pgid = self._pgid
+        if self.proc is None or self.returncode is not None:
+            return  # never started, or reaped: its group id may be someone else's now
         try:
-            os.killpg(pgid, sig)
+            os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -233,13 +298,15 @@ class TaskRun:
         self._signal_group(signal.SIGTERM)
 
     def escalate(self, now: float) -> None:
-        """SIGKILL after the grace period of a SIGTERM; kill past the timeout."""
-        if self._done.is_set():
+        """SIGKILL after the grace period of a SIGTERM; kill past the timeout;
+        give up on a pipe held open past its drain grace."""
+        if self._done:
             return
         if self.term_sent_at is not None and now - self.term_sent_at >= self.grace:
             self._signal_group(signal.SIGKILL)
         if self.deadline is not None and now >= self.deadline and self.kill_reason is None:
             self.kill(KillReason.TIMEOUT)
+        self._finish_if_over(now)
 
     def outcome(self) -> Outcome:
         """The state to record once `finished()`."""

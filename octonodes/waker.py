@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import select
 
 
 class Waker:
-    """Wakes the loop at once: from a signal handler, a task's output reader,
-    or the store's change notifications. A self-pipe, so one `select` waits on
-    all of them without polling."""
+    """Wakes the loop at once: from a signal handler or another thread. A
+    self-pipe, so the loop's one wait (`TaskEvents`) sees it beside the
+    tasks' pipes and the store's notifications."""
 
     def __init__(self) -> None:
         self._read, self._write = os.pipe()
@@ -22,18 +21,9 @@ class Waker:
         except (BlockingIOError, OSError):
             pass  # already awake (pipe full) or closing
 
-    def wait(self, timeout: float, extra_fd: int | None = None) -> None:
-        fds = [self._read] if extra_fd is None else [self._read, extra_fd]
-        try:
-            ready, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:
-            return
-        if self._read in ready:
-            try:
-                while os.read(self._read, 4096):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
+    def fileno(self) -> int:
+        """The end to wait on (`TaskEvents` drains it)."""
+        return self._read
 
     def close(self) -> None:
         os.close(self._read)

@@ -15,13 +15,12 @@ import signal
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
 from .errors import DatabaseError, NotFound, Refused
-from .execute import KillReason, Outcome, TaskRun, base_environment
+from .execute import KillReason, Outcome, TaskEvents, TaskRun, base_environment
 from .livestate import LiveState
 from .models import Node
 from .waker import Waker
@@ -81,9 +80,7 @@ class Worker:
         self.instance_id = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.wake = Waker()
-        # Task threads are reused: starting a thread per task costs the loop
-        # a hand-shake; idle pool threads wait, and never exit before the node.
-        self.threads = ThreadPoolExecutor(max_workers=MAX_TASK_CAP, thread_name_prefix="task")
+        self.events = TaskEvents(self.wake.fileno())
         self.environment = base_environment()
         self.watchdog: Watchdog | None = None
         self.runs: dict[int, TaskRun] = {}
@@ -205,7 +202,7 @@ class Worker:
             wait, change_fd = min(wait, self._next_reaction - now), None
         if self.finishes:
             wait = min(wait, self._finishes_since + FINISH_BATCH_WINDOW - now)
-        self.wake.wait(max(0.0, wait), change_fd)
+        self.events.wait(wait, change_fd)
 
     def run_once(self) -> None:
         """One step: check in when due, fence if cut off, end finished tasks,
@@ -419,8 +416,7 @@ class Worker:
         self._set_live()
 
     def _run(self, task) -> None:
-        self.runs[task.id] = TaskRun(task, self.name, self.settings.task_log_limit,
-                                     wake=self.wake.set, threads=self.threads,
+        self.runs[task.id] = TaskRun(task, self.name, self.settings.task_log_limit, self.events,
                                      environment=self.environment, watchdog=self.watchdog)
 
     def _adopt_unseen_claims(self) -> None:
@@ -471,8 +467,10 @@ class Worker:
             run.kill(KillReason.SHUTDOWN)
         deadline = time.monotonic() + 2
         while self.runs and time.monotonic() < deadline:
+            self.events.wait(0.05)
+            for run in self.runs.values():
+                run.escalate(time.monotonic())
             self._collect()
-            time.sleep(0.01)
         try:
             self._flush(time.monotonic())
             if self.exit_code != Refused.exit_code:
@@ -482,7 +480,6 @@ class Worker:
             log.error("could not record the stop: %s", exc)
         finally:
             self._set_live(stopped=True)
-            self.threads.shutdown(wait=False)
             if self.watchdog:
                 self.watchdog.close()
             if self._lock is not None:
