@@ -157,6 +157,7 @@ class TaskRun:
         self._pidfd: int | None = None
         self._exited = False  # the first process has ended (not reaped yet)
         self._drain_until: float | None = None
+        self._reaping = False
         self._done = False
         self._spawn(task_environment(task, node_name, environment))
 
@@ -241,15 +242,20 @@ class TaskRun:
             self._drain_until = now + PIPE_DRAIN_GRACE
 
     def _finish_if_over(self, now: float) -> None:
-        if not self._exited or self._done:
+        if not self._exited or self._reaping:
             return
         if self._pipe is not None:
             if now < self._drain_until:
                 return
             self._close_pipe()  # something outside the group holds the pipe
         self._signal_group(signal.SIGKILL)  # whatever the first process left behind
+        self._reaping = True  # the reap may wait for the watchdog to be told
         if self._watchdog:
-            self._watchdog.release(self.proc.pid)
+            self._watchdog.release(self.proc.pid, then=self._reap)
+        else:
+            self._reap()
+
+    def _reap(self) -> None:
         self.returncode = self.proc.wait()
         self._done = True
 

@@ -27,9 +27,9 @@ def run_node(db: str | None, *, name: str, cap: int | None, listen: str | None,
              log_format: str = "text") -> int:
     """Run a node until it is stopped; returns the exit code."""
     address = parse_listen(listen) if listen else None
-    # The loop shares the interpreter with a thread per running task; each
-    # time it waits on the database or a pipe, it must get the lock back
-    # from them. A shorter switch interval keeps that wait short.
+    # The loop shares the interpreter with the HTTP server's thread (and,
+    # on PostgreSQL, the LISTEN thread): a short switch interval lets a ping
+    # in soon while the loop is busy, and gives the loop the lock back soon.
     sys.setswitchinterval(SWITCH_INTERVAL)
     nodelog.setup(name, log_format)
     store = open_store(db, create=True, application_name=f"octonodes node {name}")

@@ -1,7 +1,9 @@
 """Tasks die with their node, however the node dies.
 
 A node starts one small watchdog process and tells it, over a pipe, the
-process group of each task it starts and ends. When the node dies (even by
+process group of each task it starts and ends (once a turn of its loop,
+before it waits: a node killed in the same turn as a start, a fraction of a
+millisecond, leaves that one task to run on). When the node dies (even by
 SIGKILL) the kernel closes the pipe; the watchdog reads end-of-file and
 SIGKILLs every task group still listed, children and grandchildren alike.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import threading
+from typing import Callable
 
 log = logging.getLogger("octonodes.node")
 
@@ -41,11 +43,13 @@ for pgid in groups:
 
 class Watchdog:
     """The node's side of the watchdog: `guard` a task's group when it
-    starts, `release` it once reaped. Thread-safe: tasks start on many threads."""
+    starts, `release` it once reaped, and `send` what changed before the
+    loop waits: one write a turn of the loop, not two a task."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._groups: set[int] = set()
+        self._unsent = bytearray()
+        self._after_send: list[Callable[[], None]] = []
         self._proc: subprocess.Popen | None = None
         self._start()
 
@@ -55,42 +59,51 @@ class Watchdog:
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
         )
-        for pgid in self._groups:
-            self._send(b"+%d\n" % pgid)
-
-    def _send(self, line: bytes) -> None:
-        try:
-            self._proc.stdin.write(line)
-            self._proc.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            pass  # it died: `check` starts another, with every listed group
+        self._unsent = bytearray(b"".join(b"+%d\n" % pgid for pgid in self._groups))
+        self.send()
 
     def guard(self, pgid: int) -> None:
-        with self._lock:
-            self._groups.add(pgid)
-            self._send(b"+%d\n" % pgid)
+        self._groups.add(pgid)
+        self._unsent += b"+%d\n" % pgid
 
-    def release(self, pgid: int) -> None:
-        with self._lock:
-            self._groups.discard(pgid)
-            self._send(b"-%d\n" % pgid)
+    def release(self, pgid: int, then: Callable[[], None]) -> None:
+        """Forget a group whose leader has ended, and call `then` (which
+        reaps the leader) once the watchdog has been told: until it is
+        reaped, its id cannot be reused, so the watchdog never kills a
+        stranger's group."""
+        self._groups.discard(pgid)
+        self._unsent += b"-%d\n" % pgid
+        self._after_send.append(then)
+
+    def send(self) -> int:
+        """Tell the watchdog what changed; returns how many leaders were reaped."""
+        if self._unsent:
+            try:
+                self._proc.stdin.write(self._unsent)
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # it died: `check` starts another, with every listed group
+            self._unsent.clear()
+        after, self._after_send = self._after_send, []
+        for then in after:
+            then()
+        return len(after)
 
     def check(self) -> None:
         """Start a new watchdog if this one has died."""
-        with self._lock:
-            if self._proc.poll() is not None:
-                log.error("the task watchdog (pid %d) died; starting another", self._proc.pid)
-                self._start()
+        if self._proc.poll() is not None:
+            log.error("the task watchdog (pid %d) died; starting another", self._proc.pid)
+            self._start()
 
     def close(self) -> None:
         """The node is stopping cleanly: end the watchdog (it kills any group
         still listed)."""
-        with self._lock:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        self.send()
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
