@@ -612,21 +612,17 @@ class PostgresStore(Store):
 
     def _finish_in(self, cur: Any, instance_id: str, finishes: list[Finish],
                    groups: dict[tuple[int, int], list[bytes]]) -> list[bool]:
-        # Task rows locked in id order; the owner's lock makes the
-        # sequence numbers safe even if it appends from two connections.
         for (task_id, attempt), datas in sorted(groups.items()):
+            # Appended after what the task has, while it is still ours; the
+            # task's row lock keeps the numbering safe.
             cur.execute(
-                f"""SELECT id FROM tasks WHERE id = %s AND instance_id = %s AND attempt = %s
-                    AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE""",
-                (task_id, instance_id, attempt))
-            if cur.fetchone() is None:
-                continue  # no longer ours: dropped
-            last = cur.execute(
-                "SELECT coalesce(max(seq), 0) AS seq FROM task_logs WHERE task_id = %s",
-                (task_id,)).fetchone()["seq"]
-            cur.executemany(
-                "INSERT INTO task_logs (task_id, seq, data) VALUES (%s, %s, %s)",
-                [(task_id, last + i, data) for i, data in enumerate(datas, 1)])
+                f"""INSERT INTO task_logs (task_id, seq, data)
+                    SELECT t.id, coalesce((SELECT max(seq) FROM task_logs
+                                           WHERE task_id = t.id), 0) + u.n, u.data
+                    FROM (SELECT id FROM tasks WHERE id = %s AND instance_id = %s
+                          AND attempt = %s AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE) AS t,
+                         unnest(%s::bytea[]) WITH ORDINALITY AS u(data, n)""",
+                (task_id, instance_id, attempt, datas))
         if not finishes:
             return []
         # One statement for every end; the notify is sent only when a row
