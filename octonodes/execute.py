@@ -12,8 +12,8 @@ and asks for kills; nothing here blocks.
 
 Starting from the loop costs no hand-over between threads: Python starts a
 process with `vfork`, which holds the loop only until the new program is
-loaded (about a tenth of a millisecond; a command on a file system that
-hangs would hold it longer, as it would hold any reader of that file system).
+loaded (a fraction of a millisecond; a command on a file system that hangs
+would hold it longer, as it would hold any reader of that file system).
 """
 
 from __future__ import annotations

@@ -486,6 +486,7 @@ class Worker:
             log.error("could not record the stop: %s", exc)
         finally:
             self._set_live(stopped=True)
+            self.events.close()
             if self.watchdog:
                 self.watchdog.close()
             if self._lock is not None:
