@@ -1,0 +1,127 @@
+"""How one task runs, without a node or a database: `TaskRun` on a
+`TaskEvents` wait, as the node's loop drives them. Every case runs twice:
+with pidfds (Linux 5.3+), and with the polling used where there are none."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from helpers import pid_alive, wait_until
+from octonodes import execute
+from octonodes.execute import KillReason, TaskEvents, TaskRun
+from octonodes.models import Task, TaskState
+from octonodes.waker import Waker
+from octonodes.watchdog import Watchdog
+
+
+@pytest.fixture(params=["pidfd", "polled"])
+def events(request, monkeypatch):
+    if request.param == "polled":
+        monkeypatch.setattr(execute, "_pidfd", lambda pid: None)
+    waker = Waker()
+    events = TaskEvents(waker.fileno())
+    yield events
+    events.close()
+    waker.close()
+
+
+def start(events: TaskEvents, command: list[str], *, log_limit: int = 1 << 20,
+          timeout: float | None = None, watchdog: Watchdog | None = None) -> TaskRun:
+    task = Task(id=1, name="t", command=command, state=TaskState.EXECUTING, node="n",
+                queued_at=None, started_at=None, finished_at=None, exit_code=None, error=None,
+                timeout=timeout, queue_timeout=None, retries=0, attempt=1, instance="i")
+    return TaskRun(task, "n", log_limit, events, watchdog=watchdog)
+
+
+def run_to_end(events: TaskEvents, run: TaskRun, limit: float = 10,
+               watchdog: Watchdog | None = None) -> bytes:
+    """Turn the loop (wait, escalate, tell the watchdog) until the task has
+    ended; returns all its output."""
+    output = bytearray()
+    deadline = time.monotonic() + limit
+    while not run.finished():
+        assert time.monotonic() < deadline, "the task did not end in time"
+        events.wait(0.05)
+        run.escalate(time.monotonic())
+        if watchdog:
+            watchdog.send()
+        output += run.take_output()
+    return bytes(output + run.take_output())
+
+
+def test_output_and_exit_code(events):
+    run = start(events, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert run_to_end(events, run) == b"out\nerr\n"
+    assert run.outcome() == execute.Outcome(TaskState.FAILED, 3, "exited with code 3")
+
+
+def test_success_and_a_program_that_is_not_there(events):
+    ok = start(events, ["true"])
+    run_to_end(events, ok)
+    assert ok.outcome().state is TaskState.SUCCESS
+    missing = start(events, ["no-such-program-here"])
+    assert missing.finished()
+    outcome = missing.outcome()
+    assert outcome.state is TaskState.FAILED and "cannot start 'no-such-program-here'" in outcome.error
+
+
+def test_output_past_the_limit_is_truncated_and_the_rest_drained(events):
+    run = start(events, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x"], log_limit=1000)
+    output = run_to_end(events, run)
+    assert output.startswith(b"x" * 1000) and b"output truncated at 1000 bytes" in output
+    assert len(output) < 1200
+    assert run.outcome().state is TaskState.SUCCESS, "the writer never blocked on the pipe"
+
+
+def test_a_background_child_holding_the_pipe_is_killed_with_the_first_process(events, tmp_path):
+    pid_file = tmp_path / "child"
+    run = start(events, ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; echo started"])
+    started = time.monotonic()
+    assert run_to_end(events, run) == b"started\n"
+    assert time.monotonic() - started < execute.PIPE_DRAIN_GRACE + 2
+    assert run.outcome().state is TaskState.SUCCESS
+    child = int(pid_file.read_text())
+    wait_until(lambda: not pid_alive(child), 5, message="the background child to die")
+
+
+def test_a_first_process_that_closes_its_output_early_is_waited_for(events):
+    run = start(events, ["sh", "-c", "exec >&- 2>&-; sleep 0.3; exit 4"])
+    started = time.monotonic()
+    run_to_end(events, run)
+    assert time.monotonic() - started >= 0.25, "ended at end of file, before the process did"
+    assert run.outcome().exit_code == 4
+
+
+def test_timeout_and_terminate(events):
+    slow = start(events, ["sleep", "30"], timeout=0.2)
+    run_to_end(events, slow)
+    assert slow.outcome().state is TaskState.TIMED_OUT
+
+    stubborn = start(events, ["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
+    wait_until(lambda: events.wait(0.05) or stubborn.take_output() == b"ready\n", 5,
+               message="the task to be ready")
+    stubborn.terminate(KillReason.CANCEL, grace=0.2)
+    run_to_end(events, stubborn)
+    outcome = stubborn.outcome()
+    assert (outcome.state, outcome.exit_code) == (TaskState.CANCELED, 128 + signal.SIGKILL)
+
+
+def test_the_watchdog_hears_of_a_group_before_its_leader_is_reaped(events):
+    watchdog = Watchdog()
+    try:
+        run = start(events, ["true"], watchdog=watchdog)
+        deadline = time.monotonic() + 10
+        while not run._reaping:  # the leader ended: its release is queued, not sent
+            assert time.monotonic() < deadline
+            events.wait(0.05)
+        leader = f"/proc/{run.proc.pid}"
+        assert not run.finished() and os.path.exists(leader), "reaped before the watchdog knew"
+        assert watchdog.send() == 1
+        assert run.finished() and run.outcome().state is TaskState.SUCCESS
+        assert not os.path.exists(leader), "reaped once the watchdog knew"
+    finally:
+        watchdog.close()
