@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from helpers import octonodes, wait_until
 from http_helpers import (KEY_HEADER, StreamedUpload, multipart_head, shared_package_store,
                           start_http_node, upload)
+from octonodes.incoming import WRITE_BLOCK, WRITE_BLOCKS
 from octonodes.packages import (InvalidPackageName, OverwriteMode, PackageExists, PackageFolder,
                                 PackageStoreUnavailable, folder_for, parse_file_name)
 
@@ -102,6 +104,30 @@ def test_overwrite_modes_in_the_store(tmp_path):
     assert (folder.path / "Acme.Web.1.2.3.zip").read_bytes() == b"three"
     [listed] = folder.packages()
     assert listed.sha256 == replaced.sha256 and listed.size == 5
+    assert _leftovers(folder.path) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, WRITE_BLOCK - 1, WRITE_BLOCK, WRITE_BLOCK + 1,
+                                  WRITE_BLOCKS * WRITE_BLOCK + 4097])
+def test_every_byte_is_stored_whatever_the_sizes_it_comes_in(tmp_path, size):
+    """Blocks fill, go round and end on any boundary; the unaligned tail of
+    a direct write goes through the page cache."""
+    data = os.urandom(size)
+    sizes = random.Random(size)
+    folder = PackageFolder(tmp_path / "pkgs")
+    incoming = folder.receive(parse_file_name("Acme.Web.1.0.0.zip"))
+    try:
+        done = 0
+        while done < size:
+            step = min(size - done, sizes.choice([1, 100, 4096, 65536, 300_000, WRITE_BLOCK + 3]))
+            incoming.write(data[done:done + step])
+            done += step
+        package, stored = incoming.commit(OverwriteMode.FAIL_IF_EXISTS)
+    finally:
+        incoming.discard()
+    assert stored and package.size == size
+    assert package.sha256 == hashlib.sha256(data).hexdigest()
+    assert (folder.path / "Acme.Web.1.0.0.zip").read_bytes() == data
     assert _leftovers(folder.path) == []
 
 

@@ -30,8 +30,9 @@ from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
 from ..errors import UsageError
-from ..packages import (Incoming, OverwriteMode, Package, PackageExists, PackageFolder,
-                        PackageName, parse_file_name)
+from ..incoming import Incoming
+from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
+                        parse_file_name)
 from .auth import authenticated
 from .context import iso
 
