@@ -9,11 +9,21 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 T = TypeVar("T")
 
 DEFAULT_WAIT = 20.0
+
+
+def unavailable(skip_reason: str, in_ci: str) -> NoReturn:
+    """Something a test needs is missing: a skip on a workstation, a
+    failure in CI (`CI` set), where every test must run."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(in_ci)
+    pytest.skip(skip_reason)
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_WAIT, interval: float = 0.05,

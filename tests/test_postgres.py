@@ -29,7 +29,7 @@ import pytest
 
 import octonodes
 from conftest import BACKENDS, FAST_SETTINGS, PG_BASE, _pg_admin, pg_schema, wait_status
-from helpers import NodeProcess, octonodes as run_cli, wait_until
+from helpers import NodeProcess, octonodes as run_cli, unavailable, wait_until
 from http_helpers import KEY_HEADER, NODES, start_http_node
 from octonodes.errors import DatabaseError
 from octonodes.store.postgres import PostgresStore
@@ -85,9 +85,8 @@ if _skew:
 def db():
     """A fresh schema on the test PostgreSQL server, for this test only."""
     if "postgresql" not in BACKENDS:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs every test on PostgreSQL: OCTONODES_TEST_BACKENDS must include it")
-        pytest.skip("OCTONODES_TEST_BACKENDS leaves PostgreSQL out")
+        unavailable("OCTONODES_TEST_BACKENDS leaves PostgreSQL out",
+                    "CI runs every test on PostgreSQL: OCTONODES_TEST_BACKENDS must include it")
     yield from pg_schema()
 
 
@@ -376,9 +375,8 @@ def cpu_seconds(pid: int) -> float:
 @pytest.mark.slow
 def test_an_idle_node_picks_up_a_new_task_at_once_and_costs_little(cluster, start_node):
     if not Path("/proc/self/stat").exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI runs on Linux: this test reads CPU time from /proc")
-        pytest.skip("reads CPU time from /proc")
+        unavailable("reads CPU time from /proc",
+                    "CI runs on Linux: this test reads CPU time from /proc")
     name = unique("idle")
     node = start_node(name)  # default settings: a check-in every 10 s
     wait_status(cluster, name, "Running")

@@ -348,15 +348,7 @@ class PostgresStore(Store):
             if exists:
                 row, running = self._select_nodes(cur, "WHERE n.name = %s", (reg.name,))[0]
                 node = make_node(row, now=now, running=running, offline_after=settings.offline_after)
-                if node.instance_id and node.instance_id != reg.instance_id and node.online:
-                    same_host_dead = reg.holder_gone and node.host == reg.host
-                    if not same_host_dead:
-                        raise Refused(
-                            f"node {reg.name} is held by a live process: pid {node.pid} on "
-                            f"{node.host}, last seen {common.when(node.last_seen)}"
-                        )
-                if node.instance_id and node.instance_id != reg.instance_id and not node.stopped_at:
-                    took_over = node.instance_id
+                took_over = common.take_over(node, reg.instance_id, reg.host, reg.holder_gone)
                 failed, requeued = self._end_lost(
                     cur, now, "AND t.node = %s AND t.instance_id IS DISTINCT FROM %s",
                     (reg.name, reg.instance_id), skip_locked=False)
@@ -396,24 +388,23 @@ class PostgresStore(Store):
                 self._notify(cur, f"stopped {name}")
 
     def set_drain(self, name: str, on: bool) -> bool:
-        with self._write() as cur:
-            row = cur.execute("SELECT drain FROM nodes WHERE name = %s FOR UPDATE", (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            if row["drain"] != on:
-                cur.execute("UPDATE nodes SET drain = %s WHERE name = %s", (on, name))
-                self._notify(cur, f"drain {name}")
-            return bool(row["drain"])
+        return bool(self._set_node_column(name, "drain", on, "drain"))
 
     def set_cap(self, name: str, cap: int) -> int:
+        return self._set_node_column(name, "task_cap", cap, "cap")
+
+    def _set_node_column(self, name: str, column: str, value: Any, what: str) -> Any:
+        """Set one of a node's settings (`column` is ours, never the caller's
+        text) under its row lock, and tell the nodes; returns the value it had."""
         with self._write() as cur:
-            row = cur.execute("SELECT task_cap FROM nodes WHERE name = %s FOR UPDATE", (name,)).fetchone()
+            row = cur.execute(f"SELECT {column} AS old FROM nodes WHERE name = %s FOR UPDATE",
+                              (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no node named {name!r}")
-            if row["task_cap"] != cap:
-                cur.execute("UPDATE nodes SET task_cap = %s WHERE name = %s", (cap, name))
-                self._notify(cur, f"cap {name}")
-            return row["task_cap"]
+            if row["old"] != value:
+                cur.execute(f"UPDATE nodes SET {column} = %s WHERE name = %s", (value, name))
+                self._notify(cur, f"{what} {name}")
+            return row["old"]
 
     def delete_node(self, name: str, *, force: bool) -> list[int]:
         with self._write() as cur:

@@ -298,15 +298,7 @@ class SQLiteStore(Store):
             if existing:
                 row, running = existing[0]
                 node = make_node(row, now=now, running=running, offline_after=settings.offline_after)
-                if node.instance_id and node.instance_id != reg.instance_id and node.online:
-                    same_host_dead = reg.holder_gone and node.host == reg.host
-                    if not same_host_dead:
-                        raise Refused(
-                            f"node {reg.name} is held by a live process: pid {node.pid} on "
-                            f"{node.host}, last seen {common.when(node.last_seen)}"
-                        )
-                if node.instance_id and node.instance_id != reg.instance_id and not node.stopped_at:
-                    took_over = node.instance_id
+                took_over = common.take_over(node, reg.instance_id, reg.host, reg.holder_gone)
                 failed, requeued = self._end_lost(
                     conn, now, "AND t.node = ? AND t.instance_id IS NOT ?",
                     (reg.name, reg.instance_id), settings)
@@ -355,21 +347,20 @@ class SQLiteStore(Store):
             )
 
     def set_drain(self, name: str, on: bool) -> bool:
-        with self._write() as conn:
-            row = conn.execute("SELECT drain FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            if bool(row[0]) != on:
-                conn.execute("UPDATE nodes SET drain = ? WHERE name = ?", (int(on), name))
-            return bool(row[0])
+        return bool(self._set_node_column(name, "drain", int(on)))
 
     def set_cap(self, name: str, cap: int) -> int:
+        return self._set_node_column(name, "task_cap", cap)
+
+    def _set_node_column(self, name: str, column: str, value: int) -> int:
+        """Set one of a node's settings (`column` is ours, never the caller's
+        text); returns the value it had."""
         with self._write() as conn:
-            row = conn.execute("SELECT task_cap FROM nodes WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(f"SELECT {column} FROM nodes WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no node named {name!r}")
-            if row[0] != cap:
-                conn.execute("UPDATE nodes SET task_cap = ? WHERE name = ?", (cap, name))
+            if row[0] != value:
+                conn.execute(f"UPDATE nodes SET {column} = ? WHERE name = ?", (value, name))
             return row[0]
 
     def delete_node(self, name: str, *, force: bool) -> list[int]:
