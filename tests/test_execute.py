@@ -69,6 +69,47 @@ def test_success_and_a_program_that_is_not_there(events):
     assert outcome.state is TaskState.FAILED and "cannot start 'no-such-program-here'" in outcome.error
 
 
+def test_a_task_starts_as_a_fresh_program_would(events):
+    """Its own session, stdin from /dev/null, no signal left ignored by
+    Python (SIGPIPE), and no descriptor the node inherited."""
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)  # as a node's parent might leave one
+    try:
+        execute.close_inherited()
+        run = start(events, ["sh", "-c",
+                             f"ps -o sid= -o pid= -p $$; grep SigIgn /proc/self/status; "
+                             f"cat; [ -e /proc/self/fd/{write_end} ] && echo leaked || echo closed"])
+        output = run_to_end(events, run).decode()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    sid, pid = output.splitlines()[0].split()
+    assert sid == pid, output  # a session (and process group) of its own
+    ignored = int(output.splitlines()[1].split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), output
+    assert output.splitlines()[-1] == "closed", output
+    assert run.outcome().state is TaskState.SUCCESS
+
+
+def test_a_pipe_never_lands_on_a_standard_stream():
+    """A node started with stdout closed: the task's pipe must not take fd 1,
+    or duplicating it onto the task's stdout would be no duplication at all."""
+    saved = os.dup(1)
+    os.close(1)
+    try:
+        ends = execute._pipe()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    try:
+        assert min(ends) > 2 and not any(os.get_inheritable(fd) for fd in ends)
+        os.write(ends[1], b"x")
+        assert os.read(ends[0], 1) == b"x"
+    finally:
+        for fd in ends:
+            os.close(fd)
+
+
 def test_output_past_the_limit_is_truncated_and_the_rest_drained(events):
     run = start(events, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x"], log_limit=1000)
     output = run_to_end(events, run)
@@ -118,7 +159,7 @@ def test_the_watchdog_hears_of_a_group_before_its_leader_is_reaped(events):
         while not run._reaping:  # the leader ended: its release is queued, not sent
             assert time.monotonic() < deadline
             events.wait(0.05)
-        leader = f"/proc/{run.proc.pid}"
+        leader = f"/proc/{run.pid}"
         assert not run.finished() and os.path.exists(leader), "reaped before the watchdog knew"
         assert watchdog.send() == 1
         assert run.finished() and run.outcome().state is TaskState.SUCCESS

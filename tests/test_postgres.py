@@ -399,3 +399,22 @@ def test_an_idle_node_picks_up_a_new_task_at_once_and_costs_little(cluster, star
     assert median < 0.1, sorted(latencies)
     print(f"idle CPU {share:.2%} of a core; pick-up median {median * 1000:.1f} ms, "
           f"max {max(latencies) * 1000:.1f} ms")
+
+
+# -- (e) what the claim reads in SQL --------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["90", "90s", "1.5s", "5m", "2h", "1d"])
+def test_the_claim_reads_offline_after_as_python_does(cluster, admin, db, spelling):
+    """A claim reads `offline_after` from its stored spelling in SQL (it is
+    sent without a round trip for the settings); it must agree with
+    `parse_duration`, whichever way the value was written."""
+    from octonodes.settings import parse_duration
+    from octonodes.store.postgres import OFFLINE_AFTER_SQL
+
+    schema = urlsplit(db).query.split("search_path%3D")[-1]
+    admin.execute(f'SET search_path TO "{schema}"')
+    default = admin.execute(f"SELECT {OFFLINE_AFTER_SQL}").fetchone()[0]
+    assert default == parse_duration("60s")
+    admin.execute("INSERT INTO settings (key, value) VALUES ('offline_after', %s)", (spelling,))
+    assert admin.execute(f"SELECT {OFFLINE_AFTER_SQL}").fetchone()[0] == parse_duration(spelling)

@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Iterable
 
 from ..errors import DatabaseError, NotFound, Refused, SchemaMismatch
-from ..models import Node, Task, TaskState, make_node, offline_threshold
-from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
+from ..models import Node, Task, TaskState, make_node
+from ..settings import SETTINGS, DEFAULT_TASK_CAP, ClusterSettings, parse_duration, validate_setting
 from . import common
 from .base import (SCHEMA_VERSION, ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
@@ -51,6 +51,54 @@ RUNNING_COUNT_SQL = (
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
+
+OFFLINE_AFTER_SQL = f"""coalesce((SELECT rtrim(value, 'smhd')::float8 * CASE right(value, 1)
+        WHEN 'm' THEN 60 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END
+    FROM settings WHERE key = 'offline_after'), {parse_duration(SETTINGS['offline_after'].default)})"""
+"""The `offline_after` setting in seconds, read from its stored spelling
+(`validate_setting` writes `90s`, `5m`, `2h`, `1d`)."""
+
+# What a busy node sends in one round trip (`_record_and_claim`), in this
+# order: lock its row, append output, record ends, claim. Each statement
+# reads what the ones before it wrote; none needs a value back in between.
+LOCK_NODE_SQL = "SELECT 1 FROM nodes WHERE name = %s AND instance_id = %s FOR UPDATE"
+LOG_APPEND_SQL = f"""INSERT INTO task_logs (task_id, seq, data)
+    SELECT t.id, coalesce((SELECT max(seq) FROM task_logs WHERE task_id = t.id), 0) + u.n, u.data
+    FROM (SELECT id FROM tasks WHERE id = %s AND instance_id = %s
+          AND attempt = %s AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE) AS t,
+         unnest(%s::bytea[]) WITH ORDINALITY AS u(data, n)"""
+# Every end in one statement; the notify is sent only for rows that were
+# ours (identical notifications of one transaction are delivered once). The
+# `id = ANY` lets the planner go by the primary key even when its statistics
+# still describe a young, small table.
+FINISH_SQL = f"""UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
+        finished_at = {NOW_SQL}
+    FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[])
+        AS f(id, attempt, state, exit_code, error)
+    WHERE tasks.id = ANY(%s::bigint[]) AND tasks.id = f.id AND tasks.instance_id = %s
+    AND tasks.attempt = f.attempt AND tasks.state IN {ACTIVE_SQL}
+    RETURNING tasks.id, pg_notify(%s, 'end')"""
+# The node's room is read here, from its row (locked by LOCK_NODE_SQL, so
+# any drain, cap change or other claim committed before is seen): none when
+# it is drained, stopping or not online; else its cap less what runs on it,
+# and at most what the node asked for.
+CLAIM_SQL = f"""WITH room AS (
+        SELECT CASE WHEN n.drain OR n.shutting_down OR n.stopped_at IS NOT NULL
+                    OR n.last_seen IS NULL OR {NOW_SQL} - n.last_seen > make_interval(
+                        secs => greatest({OFFLINE_AFTER_SQL}, 2 * coalesce(n.heartbeat_interval, 0)))
+               THEN 0
+               ELSE least(%s, n.task_cap - (SELECT count(*) FROM tasks
+                                            WHERE node = n.name AND state IN {ACTIVE_SQL}))
+               END AS free
+        FROM nodes n WHERE n.name = %s AND n.instance_id = %s),
+    picked AS MATERIALIZED (
+        SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id
+        LIMIT (SELECT greatest(0, coalesce(max(free), 0)) FROM room)
+        FOR UPDATE SKIP LOCKED)
+    UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
+        started_at = {NOW_SQL}, attempt = attempt + 1, exit_code = NULL
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM picked)) AND tasks.state = 'Queued'
+    RETURNING {CLAIMED_COLUMNS}"""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -520,54 +568,7 @@ class PostgresStore(Store):
             cur.execute("SELECT 1 FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT 1")
             if cur.fetchone() is None:
                 return []
-        with self._write() as cur:
-            limit, cap = self._claim_room(cur, name, instance_id, limit)
-            return self._take_queued(cur, name, instance_id, limit, cap)
-
-    def _claim_room(self, cur: Any, name: str, instance_id: str, limit: int) -> tuple[int, int]:
-        """Lock the node's row, and say how many tasks it may take (`limit`,
-        or 0 when it is drained, stopping or not online) and its cap, less
-        which `_take_queued` counts what runs. The row lock orders the claim
-        after any drain, cap change or other claim for the node committed
-        before it."""
-        cur.execute(
-            f"""SELECT n.task_cap, n.drain, n.shutting_down, n.stopped_at, n.last_seen,
-                n.heartbeat_interval, now() AS now, {SETTINGS_SQL} AS settings
-                FROM nodes n WHERE n.name = %s AND n.instance_id = %s FOR UPDATE""",
-            (name, instance_id))
-        row = cur.fetchone()
-        if row is None:
-            return 0, 0
-        settings = ClusterSettings.from_stored(row["settings"])
-        now = self._clock() if self._clock else _utc(row["now"])
-        threshold = offline_threshold(settings.offline_after, row["heartbeat_interval"])
-        if row["drain"] or row["shutting_down"] or row["stopped_at"] is not None \
-                or row["last_seen"] is None \
-                or now - row["last_seen"] > timedelta(seconds=threshold):
-            return 0, 0
-        return limit, row["task_cap"]
-
-    def _take_queued(self, cur: Any, name: str, instance_id: str, limit: int,
-                     cap: int) -> list[Task]:
-        """Claim the oldest queued tasks: at most `limit`, and no more than
-        `cap` less what already runs on the node. One statement, after the
-        node's row lock: its snapshot counts every claim and end committed
-        before, and this transaction's own."""
-        if limit <= 0:
-            return []
-        cur.execute(
-            f"""WITH picked AS MATERIALIZED (
-                    SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id
-                    LIMIT greatest(0, least(%s, %s - (SELECT count(*) FROM tasks
-                                                      WHERE node = %s AND state IN {ACTIVE_SQL})))
-                    FOR UPDATE SKIP LOCKED)
-                UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
-                    started_at = {NOW_SQL}, attempt = attempt + 1, exit_code = NULL
-                FROM picked WHERE tasks.id = picked.id AND tasks.state = 'Queued'
-                RETURNING {CLAIMED_COLUMNS}""",
-            (limit, cap, name, name, instance_id, self._injected()))
-        claimed = [self._task(r) for r in cur.fetchall()]
-        return sorted(claimed, key=lambda t: t.id)
+        return self._record_and_claim(name, instance_id, [], {}, limit)[1]
 
     def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
         with self._cursor() as cur:
@@ -593,56 +594,45 @@ class PostgresStore(Store):
 
     def finish_tasks(self, instance_id: str, finishes: list[Finish],
                      chunks: Iterable[LogChunk] = ()) -> list[bool]:
-        """Output, then ends, in one transaction: a lost answer to the commit
-        either did all of it or none, so a retry never duplicates output."""
         groups = self._log_groups(chunks)
         if not groups and not finishes:
             return []
-        with self._write() as cur:
-            return self._finish_in(cur, instance_id, finishes, groups)
-
-    def _finish_in(self, cur: Any, instance_id: str, finishes: list[Finish],
-                   groups: dict[tuple[int, int], list[bytes]]) -> list[bool]:
-        for (task_id, attempt), datas in sorted(groups.items()):
-            # Appended after what the task has, while it is still ours; the
-            # task's row lock keeps the numbering safe.
-            cur.execute(
-                f"""INSERT INTO task_logs (task_id, seq, data)
-                    SELECT t.id, coalesce((SELECT max(seq) FROM task_logs
-                                           WHERE task_id = t.id), 0) + u.n, u.data
-                    FROM (SELECT id FROM tasks WHERE id = %s AND instance_id = %s
-                          AND attempt = %s AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE) AS t,
-                         unnest(%s::bytea[]) WITH ORDINALITY AS u(data, n)""",
-                (task_id, instance_id, attempt, datas))
-        if not finishes:
-            return []
-        # One statement for every end; the notify is sent only when a row
-        # was ours (identical notifications of one transaction are one).
-        cur.execute(
-            f"""UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
-                finished_at = {NOW_SQL}
-                FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[])
-                    AS f(id, attempt, state, exit_code, error)
-                WHERE tasks.id = f.id AND tasks.instance_id = %s AND tasks.attempt = f.attempt
-                AND tasks.state IN {ACTIVE_SQL}
-                RETURNING tasks.id, pg_notify(%s, 'end')""",
-            (self._injected(), [f.task_id for f in finishes], [f.attempt for f in finishes],
-             [TaskState(f.state).value for f in finishes], [f.exit_code for f in finishes],
-             [f.error for f in finishes], instance_id, self._channel))
-        ended = {row["id"] for row in cur.fetchall()}
-        return [f.task_id in ended for f in finishes]
+        return self._record_and_claim(None, instance_id, finishes, groups, 0)[0]
 
     def exchange(self, name: str, instance_id: str, finishes: list[Finish],
                  chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
-        groups = self._log_groups(chunks)
-        with self._write() as cur:
-            # The node's row first, as a claim, a drain or a delete takes
-            # it: locks always in the same order cannot deadlock.
-            limit, cap = (self._claim_room(cur, name, instance_id, claim_limit)
-                          if claim_limit > 0 else (0, 0))
-            owned = self._finish_in(cur, instance_id, finishes, groups)
-            claimed = self._take_queued(cur, name, instance_id, limit, cap)
-        return owned, claimed
+        return self._record_and_claim(name, instance_id, finishes, self._log_groups(chunks),
+                                      claim_limit)
+
+    def _record_and_claim(self, name: str | None, instance_id: str, finishes: list[Finish],
+                          groups: dict[tuple[int, int], list[bytes]],
+                          claim_limit: int) -> tuple[list[bool], list[Task]]:
+        """Output, then ends, then (with a `claim_limit`) a claim: one
+        transaction, sent in one round trip. A lost answer to the commit did
+        all of it or none, so a retry never duplicates output. A claim locks
+        the node's row first, as a drain or a delete does: locks always
+        taken in the same order cannot deadlock."""
+        now = self._injected()
+        with self._db.pipeline() as execute:
+            if claim_limit > 0:
+                execute(LOCK_NODE_SQL, (name, instance_id))
+            for (task_id, attempt), datas in sorted(groups.items()):
+                execute(LOG_APPEND_SQL, (task_id, instance_id, attempt, datas))
+            ended = None
+            if finishes:
+                ids = [f.task_id for f in finishes]
+                ended = execute(FINISH_SQL, (
+                    now, ids, [f.attempt for f in finishes],
+                    [TaskState(f.state).value for f in finishes],
+                    [f.exit_code for f in finishes], [f.error for f in finishes],
+                    ids, instance_id, self._channel))
+            claimed = None
+            if claim_limit > 0:
+                claimed = execute(CLAIM_SQL, (now, claim_limit, name, instance_id,
+                                              name, instance_id, now))
+        owned = {row["id"] for row in ended.fetchall()} if ended else set()
+        tasks = sorted(map(self._task, claimed.fetchall()), key=lambda t: t.id) if claimed else []
+        return [f.task_id in owned for f in finishes], tasks
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
         with self._cursor() as cur:

@@ -221,3 +221,29 @@ class Connection:
                         pass
                 raise
             cur.execute("COMMIT")
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Callable[..., Any]]:
+        """Statements sent together in one transaction, answered in one round
+        trip: the block gets `execute(sql, args) -> cursor`, and reads the
+        cursors' rows after it ends. ROLLBACK when any statement failed."""
+        with self.lock, self.errors():
+            conn = self.connection()
+
+            def execute(sql: str, args: Any = None) -> Any:
+                cur = conn.cursor(row_factory=dict_row)
+                cur.execute(sql, args)
+                return cur
+
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    yield execute
+                    conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except psycopg.Error:
+                        pass
+                raise
