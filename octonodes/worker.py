@@ -181,6 +181,7 @@ class Worker:
 
     def run(self) -> int:
         """Loop until stopped; returns the process's exit code."""
+        self.store.ignore_task_ends()
         change_fd = self.store.change_fd()
         pause = IDLE_POLL if change_fd is None else NOTIFIED_POLL
         try:

@@ -418,3 +418,29 @@ def test_the_claim_reads_offline_after_as_python_does(cluster, admin, db, spelli
     assert default == parse_duration("60s")
     admin.execute("INSERT INTO settings (key, value) VALUES ('offline_after', %s)", (spelling,))
     assert admin.execute(f"SELECT {OFFLINE_AFTER_SQL}").fetchone()[0] == parse_duration(spelling)
+
+
+def test_a_node_is_not_woken_by_others_task_ends(cluster, db):
+    """A node's store ignores "tasks ended" notifications, which a busy
+    cluster sends all the time; anything else still wakes it at once."""
+    import octonodes as lib
+    from octonodes.store.base import Registration
+
+    node_store, other = PostgresStore(db), cluster.store
+    try:
+        node_store.ignore_task_ends()
+        other.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
+                                    version=lib.__version__, heartbeat_interval=10.0))
+        [task] = cluster.add_tasks([["true"]])
+        [claimed] = other.claim("node-1", "i-1", 1)
+        wait_until(lambda: not node_store.wait_for_change(0.2), 10,
+                   message="the node's store to hear all that came before")
+        assert other.finish_task(claimed.id, "i-1", claimed.attempt, lib.TaskState.SUCCESS,
+                                 exit_code=0)
+        # A window to listen in, not a wait for something to happen: the
+        # notification would arrive within milliseconds.
+        assert not node_store.wait_for_change(1.0), "woken by a task's end"
+        cluster.add_tasks([["true"]])
+        assert node_store.wait_for_change(10), "a new task must still wake it"
+    finally:
+        node_store.close()

@@ -155,6 +155,13 @@ class Store(ABC):
         setting) have changed since the last call? The store's own writes
         don't count. May say True spuriously, never False after such a change."""
 
+    def ignore_task_ends(self) -> None:
+        """From now on `changed()` may stay quiet when all that changed is
+        that tasks ended. A node needs no wake-up for that: its own ends it
+        knows, and others' make no room on it; on a busy cluster they come
+        all the time. A backend that cannot tell one commit from another
+        (SQLite) keeps saying True."""
+
     def change_fd(self) -> int | None:
         """A file descriptor that becomes readable when `changed()` may say
         True (a node waits on it instead of polling), or None. The same

@@ -50,6 +50,8 @@ RUNNING_COUNT_SQL = (
 )
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
+TASK_ENDS = "end"
+"""What a transaction that ended tasks notifies (`ignore_task_ends`)."""
 """The injected clock's time when a test gave one (a parameter), else the server's."""
 
 OFFLINE_AFTER_SQL = f"""coalesce((SELECT rtrim(value, 'smhd')::float8 * CASE right(value, 1)
@@ -68,27 +70,34 @@ LOG_APPEND_SQL = f"""INSERT INTO task_logs (task_id, seq, data)
           AND attempt = %s AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE) AS t,
          unnest(%s::bytea[]) WITH ORDINALITY AS u(data, n)"""
 # Every end in one statement; the notify is sent only for rows that were
-# ours (identical notifications of one transaction are delivered once). The
-# `id = ANY` lets the planner go by the primary key even when its statistics
-# still describe a young, small table.
+# ours (identical notifications of one transaction are delivered once).
+# These statements go by the primary key whatever the planner's statistics
+# say: on a young table, before autovacuum has analysed it, the planner would
+# take a state index and read every dead entry of a thousand tasks ended
+# seconds ago. Hence `id = ANY` here, and the state test written so no index
+# serves it (`IS TRUE`).
 FINISH_SQL = f"""UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
         finished_at = {NOW_SQL}
     FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[])
         AS f(id, attempt, state, exit_code, error)
     WHERE tasks.id = ANY(%s::bigint[]) AND tasks.id = f.id AND tasks.instance_id = %s
-    AND tasks.attempt = f.attempt AND tasks.state IN {ACTIVE_SQL}
-    RETURNING tasks.id, pg_notify(%s, 'end')"""
+    AND tasks.attempt = f.attempt AND (tasks.state IN {ACTIVE_SQL}) IS TRUE
+    RETURNING tasks.id, pg_notify(%s, '{TASK_ENDS}')"""
 # The node's room is read here, from its row (locked by LOCK_NODE_SQL, so
 # any drain, cap change or other claim committed before is seen): none when
 # it is drained, stopping or not online; else its cap less what runs on it,
-# and at most what the node asked for.
+# and at most what the node asked for. What runs is counted one state at a
+# time, so both columns of (node, state) bound the index scan. The rows
+# `picked` locked are queued and stay so until this commits: the update
+# finds them by id alone.
 CLAIM_SQL = f"""WITH room AS (
         SELECT CASE WHEN n.drain OR n.shutting_down OR n.stopped_at IS NOT NULL
                     OR n.last_seen IS NULL OR {NOW_SQL} - n.last_seen > make_interval(
                         secs => greatest({OFFLINE_AFTER_SQL}, 2 * coalesce(n.heartbeat_interval, 0)))
                THEN 0
-               ELSE least(%s, n.task_cap - (SELECT count(*) FROM tasks
-                                            WHERE node = n.name AND state IN {ACTIVE_SQL}))
+               ELSE least(%s, n.task_cap
+                    - (SELECT count(*) FROM tasks WHERE node = n.name AND state = 'Executing')
+                    - (SELECT count(*) FROM tasks WHERE node = n.name AND state = 'Cancelling'))
                END AS free
         FROM nodes n WHERE n.name = %s AND n.instance_id = %s),
     picked AS MATERIALIZED (
@@ -97,7 +106,7 @@ CLAIM_SQL = f"""WITH room AS (
         FOR UPDATE SKIP LOCKED)
     UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
         started_at = {NOW_SQL}, attempt = attempt + 1, exit_code = NULL
-    WHERE tasks.id = ANY(ARRAY(SELECT id FROM picked)) AND tasks.state = 'Queued'
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING {CLAIMED_COLUMNS}"""
 
 
@@ -261,6 +270,9 @@ class PostgresStore(Store):
         self._db.close()
 
     # -- wake-ups -------------------------------------------------------------
+
+    def ignore_task_ends(self) -> None:
+        self._listener.ignored = frozenset({TASK_ENDS})
 
     def change_fd(self) -> int | None:
         return self._listener.fileno()

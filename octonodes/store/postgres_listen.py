@@ -5,7 +5,8 @@ channel named after the schema (`channel_for`). A `Listener` LISTENs on a
 connection of its own, opened on first use in a daemon thread, and wakes a
 pipe: its read end is the store's `change_fd()`, the same for the store's
 life, and `changed()` consumes it. Notifications sent by the store's own
-statement connection (`own_pid`) do not count.
+statement connection (`own_pid`) do not count, nor those whose payload the
+store was told to ignore (`ignored`).
 
 While the listener is cut off from the server it says "changed" on every
 call, so a waiter polls; once it is back it LISTENs again and says
@@ -73,6 +74,7 @@ class Listener:
     def __init__(self, conninfo: str, channel: str) -> None:
         self.conninfo, self.channel = conninfo, channel
         self.own_pid: int | None = None  # the store's statement backend: its own writes
+        self.ignored: frozenset[str] = frozenset()  # payloads that wake no one
         self._lock = threading.Lock()
         self._pending = True  # the first changed() says True, as SQLite's does
         self._listening = False
@@ -157,7 +159,8 @@ class Listener:
                     notes = list(conn.notifies(timeout=0))
                     if conn.closed:
                         break
-                    if any(note.pid != self.own_pid for note in notes):
+                    if any(note.pid != self.own_pid and note.payload not in self.ignored
+                           for note in notes):
                         self.signal()
             except (psycopg.Error, OSError, ValueError):
                 pass
