@@ -42,7 +42,7 @@ PIPE_DRAIN_GRACE = 1.0
 """After a task's first process ends, how long to wait for the pipe's last bytes."""
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
 """Signals a task gets back at their default action: Python ignores SIGPIPE
-and SIGXFSZ, and the node's watchdog may ignore SIGINT."""
+and SIGXFSZ, and a node started in the background by a shell ignores SIGINT."""
 TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest was dropped]\n"
 
 
@@ -111,6 +111,12 @@ def _pipe() -> tuple[int, int]:
     finally:
         for fd in ends:
             os.close(fd)
+
+
+def _why(program: str, exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file" if os.sep in program else "not found on the node's PATH"
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def close_inherited() -> None:
@@ -212,9 +218,10 @@ class TaskRun:
                               (os.POSIX_SPAWN_DUP2, write_fd, 1),
                               (os.POSIX_SPAWN_DUP2, write_fd, 2)],
                 setsid=True, setsigdef=DEFAULT_SIGNALS, setsigmask=())
-        except (OSError, ValueError, TypeError, IndexError) as exc:
+        except (OSError, ValueError) as exc:
             os.close(read_fd)
-            self.start_error = f"cannot start {self.task.command[0]!r}: {exc}"
+            program = self.task.command[0]
+            self.start_error = f"cannot start {program!r}: {_why(program, exc)}"
             self._done = True
             return
         finally:

@@ -59,14 +59,21 @@ def test_output_and_exit_code(events):
     assert run.outcome() == execute.Outcome(TaskState.FAILED, 3, "exited with code 3")
 
 
-def test_success_and_a_program_that_is_not_there(events):
+def test_success_and_a_program_that_is_not_there(events, tmp_path):
     ok = start(events, ["true"])
     run_to_end(events, ok)
     assert ok.outcome().state is TaskState.SUCCESS
     missing = start(events, ["no-such-program-here"])
     assert missing.finished()
     outcome = missing.outcome()
-    assert outcome.state is TaskState.FAILED and "cannot start 'no-such-program-here'" in outcome.error
+    assert (outcome.state, outcome.error) == (
+        TaskState.FAILED, "cannot start 'no-such-program-here': not found on the node's PATH")
+    not_a_program = tmp_path / "notes.txt"
+    not_a_program.write_text("not executable\n")
+    assert start(events, [str(not_a_program)]).outcome().error == \
+        f"cannot start '{not_a_program}': Permission denied"
+    gone = start(events, ["/nonexistent/program"])
+    assert gone.outcome().error == "cannot start '/nonexistent/program': no such file"
 
 
 def test_a_task_starts_as_a_fresh_program_would(events):

@@ -50,9 +50,9 @@ RUNNING_COUNT_SQL = (
 )
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
+"""The injected clock's time when a test gave one (a parameter), else the server's."""
 TASK_ENDS = "end"
 """What a transaction that ended tasks notifies (`ignore_task_ends`)."""
-"""The injected clock's time when a test gave one (a parameter), else the server's."""
 
 OFFLINE_AFTER_SQL = f"""coalesce((SELECT rtrim(value, 'smhd')::float8 * CASE right(value, 1)
         WHEN 'm' THEN 60 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END
@@ -64,6 +64,8 @@ OFFLINE_AFTER_SQL = f"""coalesce((SELECT rtrim(value, 'smhd')::float8 * CASE rig
 # order: lock its row, append output, record ends, claim. Each statement
 # reads what the ones before it wrote; none needs a value back in between.
 LOCK_NODE_SQL = "SELECT 1 FROM nodes WHERE name = %s AND instance_id = %s FOR UPDATE"
+# Output goes after what the task has, while it is still ours; the task's row
+# lock keeps the numbering safe.
 LOG_APPEND_SQL = f"""INSERT INTO task_logs (task_id, seq, data)
     SELECT t.id, coalesce((SELECT max(seq) FROM task_logs WHERE task_id = t.id), 0) + u.n, u.data
     FROM (SELECT id FROM tasks WHERE id = %s AND instance_id = %s
