@@ -444,3 +444,43 @@ def test_a_node_is_not_woken_by_others_task_ends(cluster, db):
         assert node_store.wait_for_change(10), "a new task must still wake it"
     finally:
         node_store.close()
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipeline", "no-pipeline"])
+def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin, monkeypatch,
+                                                           pipelined):
+    """Output, ends and a claim go as one transaction (in one round trip
+    where libpq has pipeline mode): when a statement fails (here the node's
+    row stays locked), none of it is kept, and the connection works on."""
+    import octonodes as lib
+    from octonodes.errors import DatabaseBusy
+    from octonodes.store.base import Finish, LogChunk, Registration
+
+    import psycopg
+
+    if not pipelined:
+        monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+    store = cluster.store
+    store.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
+                                version=lib.__version__, heartbeat_interval=10.0, task_cap=2))
+    first = cluster.add_tasks([["true"]] * 4)
+    running = store.claim("node-1", "i-1", 2)
+    assert [t.id for t in running] == [first[0].id, first[1].id]
+    ends = [Finish(t.id, t.attempt, lib.TaskState.SUCCESS, 0) for t in running]
+    output = [LogChunk(t.id, t.attempt, b"done\n") for t in running]
+
+    schema = urlsplit(db).query.split("search_path%3D")[-1]
+    admin.execute(f'SET search_path TO "{schema}"')
+    store.set_lock_wait(0.2)
+    with admin.transaction():
+        admin.execute("SELECT 1 FROM nodes WHERE name = 'node-1' FOR UPDATE")
+        with pytest.raises(DatabaseBusy):
+            store.exchange("node-1", "i-1", ends, output, 2)
+    assert [cluster.task(t.id).state for t in first] == ["Executing"] * 2 + ["Queued"] * 2
+    assert store.read_log(first[0].id) == []
+
+    owned, claimed = store.exchange("node-1", "i-1", ends, output, 2)
+    assert owned == [True, True]
+    assert [t.id for t in claimed] == [first[2].id, first[3].id]
+    assert [cluster.task(t.id).state for t in first] == ["Success"] * 2 + ["Executing"] * 2
+    assert store.read_log(first[0].id) == [(1, b"done\n")]

@@ -10,7 +10,7 @@ path never pays for it.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -226,7 +226,9 @@ class Connection:
     def pipeline(self) -> Iterator[Callable[..., Any]]:
         """Statements sent together in one transaction, answered in one round
         trip: the block gets `execute(sql, args) -> cursor`, and reads the
-        cursors' rows after it ends. ROLLBACK when any statement failed."""
+        cursors' rows after it ends. ROLLBACK when any statement failed.
+        With a libpq older than 14 (no pipeline mode) the same statements go
+        one round trip each."""
         with self.lock, self.errors():
             conn = self.connection()
 
@@ -236,7 +238,7 @@ class Connection:
                 return cur
 
             try:
-                with conn.pipeline():
+                with conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext():
                     conn.execute("BEGIN")
                     yield execute
                     conn.execute("COMMIT")
