@@ -92,6 +92,15 @@ def close_quietly(conn: Any) -> None:
             pass
 
 
+def roll_back_quietly(conn: Any) -> None:
+    """End a failed block's transaction, if the connection is still there."""
+    if not conn.closed:
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
+
+
 def with_application_name(conninfo: str, name: str) -> str:
     """The same connection string, shown in `pg_stat_activity` as `name`
     (unless the URL or PGAPPNAME says otherwise)."""
@@ -214,11 +223,7 @@ class Connection:
             try:
                 yield cur
             except BaseException:
-                if not conn.closed:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except psycopg.Error:
-                        pass
+                roll_back_quietly(conn)
                 raise
             cur.execute("COMMIT")
 
@@ -243,9 +248,5 @@ class Connection:
                     yield execute
                     conn.execute("COMMIT")
             except BaseException:
-                if not conn.closed:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except psycopg.Error:
-                        pass
+                roll_back_quietly(conn)
                 raise
