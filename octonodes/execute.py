@@ -218,9 +218,9 @@ class TaskRun:
                               (os.POSIX_SPAWN_DUP2, write_fd, 1),
                               (os.POSIX_SPAWN_DUP2, write_fd, 2)],
                 setsid=True, setsigdef=DEFAULT_SIGNALS, setsigmask=())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, IndexError) as exc:  # IndexError: no command at all
             os.close(read_fd)
-            program = self.task.command[0]
+            program = self.task.command[0] if self.task.command else ""
             self.start_error = f"cannot start {program!r}: {_why(program, exc)}"
             self._done = True
             return

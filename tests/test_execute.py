@@ -74,6 +74,8 @@ def test_success_and_a_program_that_is_not_there(events, tmp_path):
         f"cannot start '{not_a_program}': Permission denied"
     gone = start(events, ["/nonexistent/program"])
     assert gone.outcome().error == "cannot start '/nonexistent/program': no such file"
+    nothing = start(events, [])  # as a row written by hand might say
+    assert nothing.finished() and nothing.outcome().state is TaskState.FAILED
 
 
 def test_a_task_starts_as_a_fresh_program_would(events):
