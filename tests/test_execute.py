@@ -86,17 +86,18 @@ def test_a_task_starts_as_a_fresh_program_would(events):
     try:
         execute.close_inherited()
         run = start(events, ["sh", "-c",
-                             f"ps -o sid= -o pid= -p $$; grep SigIgn /proc/self/status; "
-                             f"cat; [ -e /proc/self/fd/{write_end} ] && echo leaked || echo closed"])
+                             "ps -o sid= -o pid= -p $$; grep SigIgn /proc/self/status; "
+                             "readlink /proc/self/fd/0; "
+                             f"[ -e /proc/self/fd/{write_end} ] && echo leaked || echo closed"])
         output = run_to_end(events, run).decode()
     finally:
         os.close(read_end)
         os.close(write_end)
-    sid, pid = output.splitlines()[0].split()
+    session, ignored, stdin, inherited = output.splitlines()
+    sid, pid = session.split()
     assert sid == pid, output  # a session (and process group) of its own
-    ignored = int(output.splitlines()[1].split()[1], 16)
-    assert not ignored & (1 << (signal.SIGPIPE - 1)), output
-    assert output.splitlines()[-1] == "closed", output
+    assert not int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)), output
+    assert (stdin, inherited) == ("/dev/null", "closed"), output
     assert run.outcome().state is TaskState.SUCCESS
 
 

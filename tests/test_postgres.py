@@ -31,8 +31,10 @@ import octonodes
 from conftest import BACKENDS, FAST_SETTINGS, PG_BASE, _pg_admin, pg_schema, wait_status
 from helpers import NodeProcess, octonodes as run_cli, unavailable, wait_until
 from http_helpers import KEY_HEADER, NODES, start_http_node
-from octonodes.errors import DatabaseError
-from octonodes.store.postgres import PostgresStore
+from octonodes.errors import DatabaseBusy, DatabaseError
+from octonodes.settings import parse_duration
+from octonodes.store.base import Finish, LogChunk, Registration
+from octonodes.store.postgres import OFFLINE_AFTER_SQL, PostgresStore
 from octonodes.worker import WORKER_BUSY_TIMEOUT, Worker
 
 SKEW = 300.0
@@ -401,7 +403,13 @@ def test_an_idle_node_picks_up_a_new_task_at_once_and_costs_little(cluster, star
           f"max {max(latencies) * 1000:.1f} ms")
 
 
-# -- (e) what the claim reads in SQL --------------------------------------------
+# -- (e) what a node's batch does in SQL ----------------------------------------
+
+
+def in_schema(admin, db: str) -> None:
+    """Point the admin connection at the test's schema (from its URL)."""
+    schema = urlsplit(db).query.split("search_path%3D")[-1]
+    admin.execute(f'SET search_path TO "{schema}"')
 
 
 @pytest.mark.parametrize("spelling", ["90", "90s", "1.5s", "5m", "2h", "1d"])
@@ -409,11 +417,7 @@ def test_the_claim_reads_offline_after_as_python_does(cluster, admin, db, spelli
     """A claim reads `offline_after` from its stored spelling in SQL (it is
     sent without a round trip for the settings); it must agree with
     `parse_duration`, whichever way the value was written."""
-    from octonodes.settings import parse_duration
-    from octonodes.store.postgres import OFFLINE_AFTER_SQL
-
-    schema = urlsplit(db).query.split("search_path%3D")[-1]
-    admin.execute(f'SET search_path TO "{schema}"')
+    in_schema(admin, db)
     default = admin.execute(f"SELECT {OFFLINE_AFTER_SQL}").fetchone()[0]
     assert default == parse_duration("60s")
     admin.execute("INSERT INTO settings (key, value) VALUES ('offline_after', %s)", (spelling,))
@@ -423,19 +427,16 @@ def test_the_claim_reads_offline_after_as_python_does(cluster, admin, db, spelli
 def test_a_node_is_not_woken_by_others_task_ends(cluster, db):
     """A node's store ignores "tasks ended" notifications, which a busy
     cluster sends all the time; anything else still wakes it at once."""
-    import octonodes as lib
-    from octonodes.store.base import Registration
-
     node_store, other = PostgresStore(db), cluster.store
     try:
         node_store.ignore_task_ends()
         other.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
-                                    version=lib.__version__, heartbeat_interval=10.0))
-        [task] = cluster.add_tasks([["true"]])
+                                    version=octonodes.__version__, heartbeat_interval=10.0))
+        cluster.add_tasks([["true"]])
         [claimed] = other.claim("node-1", "i-1", 1)
         wait_until(lambda: not node_store.wait_for_change(0.2), 10,
                    message="the node's store to hear all that came before")
-        assert other.finish_task(claimed.id, "i-1", claimed.attempt, lib.TaskState.SUCCESS,
+        assert other.finish_task(claimed.id, "i-1", claimed.attempt, octonodes.TaskState.SUCCESS,
                                  exit_code=0)
         # A window to listen in, not a wait for something to happen: the
         # notification would arrive within milliseconds.
@@ -452,25 +453,20 @@ def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin, m
     """Output, ends and a claim go as one transaction (in one round trip
     where libpq has pipeline mode): when a statement fails (here the node's
     row stays locked), none of it is kept, and the connection works on."""
-    import octonodes as lib
-    from octonodes.errors import DatabaseBusy
-    from octonodes.store.base import Finish, LogChunk, Registration
-
     import psycopg
 
     if not pipelined:
         monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
     store = cluster.store
     store.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
-                                version=lib.__version__, heartbeat_interval=10.0, task_cap=2))
+                                version=octonodes.__version__, heartbeat_interval=10.0, task_cap=2))
     first = cluster.add_tasks([["true"]] * 4)
     running = store.claim("node-1", "i-1", 2)
     assert [t.id for t in running] == [first[0].id, first[1].id]
-    ends = [Finish(t.id, t.attempt, lib.TaskState.SUCCESS, 0) for t in running]
+    ends = [Finish(t.id, t.attempt, octonodes.TaskState.SUCCESS, 0) for t in running]
     output = [LogChunk(t.id, t.attempt, b"done\n") for t in running]
 
-    schema = urlsplit(db).query.split("search_path%3D")[-1]
-    admin.execute(f'SET search_path TO "{schema}"')
+    in_schema(admin, db)
     store.set_lock_wait(0.2)
     with admin.transaction():
         admin.execute("SELECT 1 FROM nodes WHERE name = 'node-1' FOR UPDATE")
