@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .models import Task, TaskState
+from .waker import drain
 from .watchdog import Watchdog
 
 READ_SIZE = 64 * 1024
@@ -83,20 +84,12 @@ class TaskEvents:
             if key.data is not None:
                 key.data.on_ready(key.fd, now)
             elif key.fd == self._wake_fd:
-                _drain(self._wake_fd)
+                drain(self._wake_fd)
         for run in list(self.polled):
             run.poll_exit(now)
 
     def close(self) -> None:
         self._selector.close()
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except OSError:  # BlockingIOError: empty
-        pass
 
 
 def _pipe() -> tuple[int, int]:

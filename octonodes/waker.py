@@ -22,9 +22,22 @@ class Waker:
             pass  # already awake (pipe full) or closing
 
     def fileno(self) -> int:
-        """The end to wait on (`TaskEvents` drains it)."""
+        """The end to wait on."""
         return self._read
+
+    def drain(self) -> None:
+        """Consume the wake-ups so far, so the next wait blocks again."""
+        drain(self._read)
 
     def close(self) -> None:
         os.close(self._read)
         os.close(self._write)
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking descriptor until it is empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:  # BlockingIOError: empty
+        pass

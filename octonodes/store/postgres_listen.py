@@ -16,10 +16,10 @@ call, so a waiter polls; once it is back it LISTENs again and says
 from __future__ import annotations
 
 import hashlib
-import os
 import select
 import threading
 
+from ..waker import Waker
 from .postgres_connect import close_quietly
 
 try:
@@ -42,28 +42,6 @@ def channel_for(schema: str) -> str:
     return channel
 
 
-def _pipe() -> tuple[int, int]:
-    read, write = os.pipe()
-    os.set_blocking(read, False)
-    os.set_blocking(write, False)
-    return read, write
-
-
-def _poke(fd: int) -> None:
-    try:
-        os.write(fd, b"x")
-    except OSError:
-        pass  # full: already awake
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except OSError:
-        pass
-
-
 class Listener:
     """LISTENs on its own connection in a daemon thread and wakes a pipe.
 
@@ -80,8 +58,8 @@ class Listener:
         self._listening = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._wake: tuple[int, int] | None = None
-        self._stop: tuple[int, int] | None = None
+        self._wake: Waker | None = None  # what a waiter waits on
+        self._stop: Waker | None = None  # what the thread waits on, besides the server
 
     def fileno(self) -> int | None:
         """The pipe's read end, the same for the listener's life; starts the thread."""
@@ -89,25 +67,25 @@ class Listener:
             if self._closed:
                 return None
             if self._thread is None:
-                self._wake, self._stop = _pipe(), _pipe()
+                self._wake, self._stop = Waker(), Waker()
                 self._thread = threading.Thread(target=self._run, name="octonodes-listen",
                                                 daemon=True)
                 self._thread.start()
-            return self._wake[0]
+            return self._wake.fileno()
 
     def signal(self) -> None:
         """Someone may have committed: remember it and wake whoever waits."""
         with self._lock:
             self._pending = True
             if self._wake is not None:
-                _poke(self._wake[1])
+                self._wake.set()
 
     def changed(self) -> bool:
         """True once per batch of signals, and on every call while cut off."""
         fd = self.fileno()
         with self._lock:
             if fd is not None and self._wake is not None:
-                _drain(fd)
+                self._wake.drain()
             changed = self._pending or not self._listening
             self._pending = False
         return changed
@@ -128,7 +106,7 @@ class Listener:
             self._closed = True
             thread = self._thread
             if self._stop is not None:
-                _poke(self._stop[1])
+                self._stop.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1)  # it closes its pipes and connection as it ends
 
@@ -137,12 +115,13 @@ class Listener:
             self._listen_until_closed()
         finally:
             with self._lock:
-                for fd in (self._wake or ()) + (self._stop or ()):
-                    os.close(fd)
+                for waker in (self._wake, self._stop):
+                    if waker is not None:
+                        waker.close()
                 self._wake = self._stop = None
 
     def _listen_until_closed(self) -> None:
-        stop = self._stop[0]
+        stop = self._stop.fileno()
         retry = LISTEN_RETRY_MIN
         while not self._closed:
             conn = None
