@@ -110,6 +110,7 @@ class Worker:
         process holds the name."""
         from filelock import FileLock, Timeout
 
+        self.store.ignore_task_ends()  # before anything waits on the store
         self.settings = self.store.settings()
         path = lock_path(self.store, self.name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -181,7 +182,6 @@ class Worker:
 
     def run(self) -> int:
         """Loop until stopped; returns the process's exit code."""
-        self.store.ignore_task_ends()
         change_fd = self.store.change_fd()
         pause = IDLE_POLL if change_fd is None else NOTIFIED_POLL
         try:

@@ -349,7 +349,7 @@ def set_meta(path: Path, **values: str | None) -> None:
 
 
 def current_version() -> int:
-    from octonodes.store import SCHEMA_VERSION
+    from octonodes.store.sqlite_schema import SCHEMA_VERSION
 
     return SCHEMA_VERSION
 

@@ -29,12 +29,12 @@ import pytest
 
 import octonodes
 from conftest import BACKENDS, FAST_SETTINGS, PG_BASE, _pg_admin, pg_schema, wait_status
-from helpers import NodeProcess, octonodes as run_cli, unavailable, wait_until
+from helpers import FakeClock, NodeProcess, octonodes as run_cli, unavailable, wait_until
 from http_helpers import KEY_HEADER, NODES, start_http_node
 from octonodes.errors import DatabaseBusy, DatabaseError
-from octonodes.settings import parse_duration
+from octonodes.settings import SETTINGS, parse_duration
 from octonodes.store.base import Finish, LogChunk, Registration
-from octonodes.store.postgres import OFFLINE_AFTER_SQL, PostgresStore
+from octonodes.store.postgres import PostgresStore
 from octonodes.worker import WORKER_BUSY_TIMEOUT, Worker
 
 SKEW = 300.0
@@ -412,51 +412,64 @@ def in_schema(admin, db: str) -> None:
     admin.execute(f'SET search_path TO "{schema}"')
 
 
-@pytest.mark.parametrize("spelling", ["90", "90s", "1.5s", "5m", "2h", "1d"])
-def test_the_claim_reads_offline_after_as_python_does(cluster, admin, db, spelling):
-    """A claim reads `offline_after` from its stored spelling in SQL (it is
-    sent without a round trip for the settings); it must agree with
-    `parse_duration`, whichever way the value was written."""
-    in_schema(admin, db)
-    default = admin.execute(f"SELECT {OFFLINE_AFTER_SQL}").fetchone()[0]
-    assert default == parse_duration("60s")
-    admin.execute("INSERT INTO settings (key, value) VALUES ('offline_after', %s)", (spelling,))
-    assert admin.execute(f"SELECT {OFFLINE_AFTER_SQL}").fetchone()[0] == parse_duration(spelling)
+@pytest.mark.parametrize("spelling", [None, "90", "90s", "1.5s", "5m", "2h", "1d"])
+def test_the_claim_reads_offline_after_as_python_does(db, admin, spelling):
+    """The claim, in SQL, reads `offline_after` from its stored spelling (or
+    takes the default): a node claims until a moment before that long
+    without a check-in, and not a moment after, whichever way it is written."""
+    clock = FakeClock()
+    cluster = octonodes.open(db, create=True, clock=clock)
+    try:
+        cluster.store.initialize()
+        if spelling is not None:
+            in_schema(admin, db)
+            admin.execute("INSERT INTO settings (key, value) VALUES ('offline_after', %s)",
+                          (spelling,))
+        offline_after = parse_duration(spelling or SETTINGS["offline_after"].default)
+        store = cluster.store
+        # A check-in interval too short to raise the threshold.
+        store.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
+                                    version=octonodes.__version__, heartbeat_interval=0.1))
+        cluster.add_tasks([["true"]] * 2)
+        clock.advance(offline_after + 0.5)
+        assert store.exchange("node-1", "i-1", [], [], 1)[1] == [], "claimed while offline"
+        clock.advance(-1.0)
+        assert len(store.exchange("node-1", "i-1", [], [], 1)[1]) == 1
+    finally:
+        cluster.close()
 
 
 def test_a_node_is_not_woken_by_others_task_ends(cluster, db):
-    """A node's store ignores "tasks ended" notifications, which a busy
-    cluster sends all the time; anything else still wakes it at once."""
-    node_store, other = PostgresStore(db), cluster.store
+    """A node's store does not listen for task ends, which a busy cluster
+    commits all the time; anything else still wakes it at once. A waiting
+    command's store hears the ends."""
+    node_store, waiter, other = PostgresStore(db), PostgresStore(db), cluster.store
     try:
         node_store.ignore_task_ends()
         other.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
                                     version=octonodes.__version__, heartbeat_interval=10.0))
         cluster.add_tasks([["true"]])
         [claimed] = other.claim("node-1", "i-1", 1)
-        wait_until(lambda: not node_store.wait_for_change(0.2), 10,
-                   message="the node's store to hear all that came before")
+        for store in (node_store, waiter):
+            wait_until(lambda: not store.wait_for_change(0.2), 10,
+                       message="the stores to hear all that came before")
         assert other.finish_task(claimed.id, "i-1", claimed.attempt, octonodes.TaskState.SUCCESS,
                                  exit_code=0)
+        assert waiter.wait_for_change(10), "a waiting command must hear a task end"
         # A window to listen in, not a wait for something to happen: the
-        # notification would arrive within milliseconds.
-        assert not node_store.wait_for_change(1.0), "woken by a task's end"
+        # notification reached the waiter already.
+        assert not node_store.wait_for_change(0.5), "woken by a task's end"
         cluster.add_tasks([["true"]])
         assert node_store.wait_for_change(10), "a new task must still wake it"
     finally:
         node_store.close()
+        waiter.close()
 
 
-@pytest.mark.parametrize("pipelined", [True, False], ids=["pipeline", "no-pipeline"])
-def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin, monkeypatch,
-                                                           pipelined):
-    """Output, ends and a claim go as one transaction (in one round trip
-    where libpq has pipeline mode): when a statement fails (here the node's
-    row stays locked), none of it is kept, and the connection works on."""
-    import psycopg
-
-    if not pipelined:
-        monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin):
+    """Output, ends and a claim go as one statement: when it fails part way
+    (here the node's row stays locked), none of it is kept, and the
+    connection works on."""
     store = cluster.store
     store.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
                                 version=octonodes.__version__, heartbeat_interval=10.0, task_cap=2))
@@ -480,3 +493,33 @@ def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin, m
     assert [t.id for t in claimed] == [first[2].id, first[3].id]
     assert [cluster.task(t.id).state for t in first] == ["Success"] * 2 + ["Executing"] * 2
     assert store.read_log(first[0].id) == [(1, b"done\n")]
+
+
+def test_a_version_2_schema_is_upgraded_additively(db, admin):
+    """Version 3 adds the function a busy node calls, and records that code
+    at version 1 may still use the schema (a rolling upgrade)."""
+    from octonodes.store.postgres_schema import MIGRATIONS
+
+    in_schema(admin, db)
+    with admin.transaction():
+        for version in (1, 2):
+            for statement in MIGRATIONS[version]:
+                admin.execute(statement)
+        admin.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '2'), "
+                      "('min_compatible', '1')")
+    refused = run_cli(db, "list")
+    assert refused.returncode == 6 and "octonodes init" in refused.stderr, refused.stderr
+    upgraded = run_cli(db, "init")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "from schema version 2 to 3" in upgraded.stdout
+    meta = dict(admin.execute("SELECT key, value FROM meta").fetchall())
+    assert meta == {"schema_version": "3", "min_compatible": "1"}
+    cluster = octonodes.open(db)
+    try:
+        cluster.store.register(Registration(name="node-1", instance_id="i-1", host="test-host",
+                                            pid=1, version=octonodes.__version__,
+                                            heartbeat_interval=10.0))
+        [task] = cluster.add_tasks([["true"]])
+        assert [t.id for t in cluster.store.claim("node-1", "i-1", 1)] == [task.id]
+    finally:
+        cluster.close()

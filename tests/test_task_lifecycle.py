@@ -396,6 +396,25 @@ def _claim_with_output(store, tasks_and_outputs):
     return instance, claimed
 
 
+def test_output_is_kept_in_order_per_task_and_only_from_its_owner(cluster):
+    """Output gathered over several batches, several chunks per task in
+    one, reads back in order; chunks from a stale attempt or another
+    instance are dropped, as the ends they come with would be."""
+    store = cluster.store
+    first, second = cluster.add_tasks([["true"]] * 2)
+    instance, claimed = _claim_with_output(store, [(first, b"a1"), (second, b"b1")])
+    one, two = claimed
+    store.append_logs(instance, [LogChunk(one.id, one.attempt, b"a2"),
+                                 LogChunk(two.id, two.attempt, b"b2"),
+                                 LogChunk(one.id, one.attempt, b"a3")])
+    store.append_logs(instance, [LogChunk(one.id, one.attempt + 1, b"stale attempt"),
+                                 LogChunk(two.id, two.attempt, b"b3")])
+    store.append_logs("another-instance", [LogChunk(one.id, one.attempt, b"not ours")])
+    assert store.read_log(one.id) == [(1, b"a1"), (2, b"a2"), (3, b"a3")]
+    assert store.read_log(two.id) == [(1, b"b1"), (2, b"b2"), (3, b"b3")]
+    assert store.read_log(two.id, after=2) == [(3, b"b3")]
+
+
 def test_finished_tasks_are_pruned_after_task_retention_with_their_logs(clocked):
     cluster, clock = clocked
     cluster.set_setting("task_retention", "1h")

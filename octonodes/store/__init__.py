@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from .base import SCHEMA_VERSION, Clock, Store
+from .base import Clock, Store
 
-__all__ = ["SCHEMA_VERSION", "Store", "open_store", "resolve_db", "default_db_path"]
+__all__ = ["Store", "open_store", "resolve_db", "default_db_path"]
 
 ENV_DB = "OCTONODES_DB"
 

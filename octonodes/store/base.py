@@ -17,10 +17,6 @@ from typing import Callable, Iterable
 from ..models import Node, Task, TaskState
 from ..settings import ClusterSettings
 
-SCHEMA_VERSION = 2
-"""The schema this code writes. A database records its own version and the
-oldest code version that can still use it (`min_compatible`)."""
-
 Clock = Callable[[], datetime]
 
 CHANGE_POLL = 0.05
@@ -156,11 +152,12 @@ class Store(ABC):
         don't count. May say True spuriously, never False after such a change."""
 
     def ignore_task_ends(self) -> None:
-        """From now on `changed()` may stay quiet when all that changed is
-        that tasks ended. A node needs no wake-up for that: its own ends it
-        knows, and others' make no room on it; on a busy cluster they come
-        all the time. A backend that cannot tell one commit from another
-        (SQLite) keeps saying True."""
+        """Let `changed()` stay quiet when all that changed is that tasks
+        ended. A node needs no wake-up for that: its own ends it knows, and
+        others' make no room on it; on a busy cluster they come all the time.
+        Call it before anything waits on the store (`changed`, `change_fd`,
+        `wait_for_change`). A backend that cannot tell one commit from
+        another (SQLite) keeps saying True."""
 
     def change_fd(self) -> int | None:
         """A file descriptor that becomes readable when `changed()` may say

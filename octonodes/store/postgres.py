@@ -29,13 +29,13 @@ from typing import Any, Iterable
 
 from ..errors import DatabaseError, NotFound, Refused, SchemaMismatch
 from ..models import Node, Task, TaskState, make_node
-from ..settings import SETTINGS, DEFAULT_TASK_CAP, ClusterSettings, parse_duration, validate_setting
+from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import common
-from .base import (SCHEMA_VERSION, ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
-from .postgres_listen import Listener, channel_for
-from .postgres_schema import TABLES
+from .postgres_listen import TASK_ENDS, Listener, channel_for
+from .postgres_schema import SCHEMA_VERSION, TABLES
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
 NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
@@ -44,72 +44,18 @@ _TASK_FIELDS = ("id", "name", "command", "state", "node", "instance_id", "queued
                 "started_at", "finished_at", "exit_code", "error", "timeout", "queue_timeout",
                 "retries", "attempt")
 TASK_COLUMNS = ", ".join(_TASK_FIELDS)
-CLAIMED_COLUMNS = ", ".join(f"tasks.{f}" for f in _TASK_FIELDS)
 RUNNING_COUNT_SQL = (
     f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})::int"
 )
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
-TASK_ENDS = "end"
-"""What a transaction that ended tasks notifies (`ignore_task_ends`)."""
 
-OFFLINE_AFTER_SQL = f"""coalesce((SELECT rtrim(value, 'smhd')::float8 * CASE right(value, 1)
-        WHEN 'm' THEN 60 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END
-    FROM settings WHERE key = 'offline_after'), {parse_duration(SETTINGS['offline_after'].default)})"""
-"""The `offline_after` setting in seconds, read from its stored spelling
-(`validate_setting` writes `90s`, `5m`, `2h`, `1d`)."""
-
-# What a busy node sends in one round trip (`_record_and_claim`), in this
-# order: lock its row, append output, record ends, claim. Each statement
-# reads what the ones before it wrote; none needs a value back in between.
-LOCK_NODE_SQL = "SELECT 1 FROM nodes WHERE name = %s AND instance_id = %s FOR UPDATE"
-# Output goes after what the task has, while it is still ours; the task's row
-# lock keeps the numbering safe.
-LOG_APPEND_SQL = f"""INSERT INTO task_logs (task_id, seq, data)
-    SELECT t.id, coalesce((SELECT max(seq) FROM task_logs WHERE task_id = t.id), 0) + u.n, u.data
-    FROM (SELECT id FROM tasks WHERE id = %s AND instance_id = %s
-          AND attempt = %s AND state IN {ACTIVE_SQL} FOR NO KEY UPDATE) AS t,
-         unnest(%s::bytea[]) WITH ORDINALITY AS u(data, n)"""
-# Every end in one statement; the notify is sent only for rows that were
-# ours (identical notifications of one transaction are delivered once).
-# These statements go by the primary key whatever the planner's statistics
-# say: on a young table, before autovacuum has analysed it, the planner would
-# take a state index and read every dead entry of a thousand tasks ended
-# seconds ago. Hence `id = ANY` here, and the state test written so no index
-# serves it (`IS TRUE`).
-FINISH_SQL = f"""UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
-        finished_at = {NOW_SQL}
-    FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[])
-        AS f(id, attempt, state, exit_code, error)
-    WHERE tasks.id = ANY(%s::bigint[]) AND tasks.id = f.id AND tasks.instance_id = %s
-    AND tasks.attempt = f.attempt AND (tasks.state IN {ACTIVE_SQL}) IS TRUE
-    RETURNING tasks.id, pg_notify(%s, '{TASK_ENDS}')"""
-# The node's room is read here, from its row (locked by LOCK_NODE_SQL, so
-# any drain, cap change or other claim committed before is seen): none when
-# it is drained, stopping or not online; else its cap less what runs on it,
-# and at most what the node asked for. What runs is counted one state at a
-# time, so both columns of (node, state) bound the index scan. The rows
-# `picked` locked are queued and stay so until this commits: the update
-# finds them by id alone.
-CLAIM_SQL = f"""WITH room AS (
-        SELECT CASE WHEN n.drain OR n.shutting_down OR n.stopped_at IS NOT NULL
-                    OR n.last_seen IS NULL OR {NOW_SQL} - n.last_seen > make_interval(
-                        secs => greatest({OFFLINE_AFTER_SQL}, 2 * coalesce(n.heartbeat_interval, 0)))
-               THEN 0
-               ELSE least(%s, n.task_cap
-                    - (SELECT count(*) FROM tasks WHERE node = n.name AND state = 'Executing')
-                    - (SELECT count(*) FROM tasks WHERE node = n.name AND state = 'Cancelling'))
-               END AS free
-        FROM nodes n WHERE n.name = %s AND n.instance_id = %s),
-    picked AS MATERIALIZED (
-        SELECT id FROM tasks WHERE state = 'Queued' ORDER BY id
-        LIMIT (SELECT greatest(0, coalesce(max(free), 0)) FROM room)
-        FOR UPDATE SKIP LOCKED)
-    UPDATE tasks SET state = 'Executing', node = %s, instance_id = %s,
-        started_at = {NOW_SQL}, attempt = attempt + 1, exit_code = NULL
-    WHERE tasks.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING {CLAIMED_COLUMNS}"""
+EXCHANGE_SQL = """SELECT * FROM octonodes_exchange(%s, %s, %s,
+    %s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[],
+    %s::bigint[], %s::integer[], %s::bytea[], %s, %s)"""
+"""What a busy node sends after each batch of ends: one statement, one round
+trip, one transaction (`postgres_schema`, version 3, says what it does)."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -143,9 +89,10 @@ class PostgresStore(Store):
             self.schema = self._find_schema()
             self._db.where = self._where()
             self._channel = channel_for(self.schema)
+            self._ends_channel = channel_for(self.schema, TASK_ENDS)
             self._listener = Listener(
                 with_application_name(self._db.conninfo, f"{self._application_name} listen"),
-                self._channel)
+                (self._channel, self._ends_channel))
             self._listener.own_pid = self._db.backend_pid
             # Bound to the listener, not the store: no cycle keeps a store
             # dropped without close() alive, so its finalizer runs at once.
@@ -274,7 +221,7 @@ class PostgresStore(Store):
     # -- wake-ups -------------------------------------------------------------
 
     def ignore_task_ends(self) -> None:
-        self._listener.ignored = frozenset({TASK_ENDS})
+        self._listener.drop_channel(self._ends_channel)
 
     def change_fd(self) -> int | None:
         return self._listener.fileno()
@@ -622,30 +569,21 @@ class PostgresStore(Store):
                           groups: dict[tuple[int, int], list[bytes]],
                           claim_limit: int) -> tuple[list[bool], list[Task]]:
         """Output, then ends, then (with a `claim_limit`) a claim: one
-        transaction, sent in one round trip. A lost answer to the commit did
-        all of it or none, so a retry never duplicates output. A claim locks
-        the node's row first, as a drain or a delete does: locks always
-        taken in the same order cannot deadlock."""
-        now = self._injected()
-        with self._db.pipeline() as execute:
-            if claim_limit > 0:
-                execute(LOCK_NODE_SQL, (name, instance_id))
-            for (task_id, attempt), datas in sorted(groups.items()):
-                execute(LOG_APPEND_SQL, (task_id, instance_id, attempt, datas))
-            ended = None
-            if finishes:
-                ids = [f.task_id for f in finishes]
-                ended = execute(FINISH_SQL, (
-                    now, ids, [f.attempt for f in finishes],
-                    [TaskState(f.state).value for f in finishes],
-                    [f.exit_code for f in finishes], [f.error for f in finishes],
-                    ids, instance_id, self._channel))
-            claimed = None
-            if claim_limit > 0:
-                claimed = execute(CLAIM_SQL, (now, claim_limit, name, instance_id,
-                                              name, instance_id, now))
-        owned = {row["id"] for row in ended.fetchall()} if ended else set()
-        tasks = sorted(map(self._task, claimed.fetchall()), key=lambda t: t.id) if claimed else []
+        statement, so one transaction. A lost answer did all of it or none,
+        so a retry never duplicates output."""
+        chunks = [(task_id, attempt, data)
+                  for (task_id, attempt), datas in sorted(groups.items()) for data in datas]
+        with self._cursor() as cur:
+            cur.execute(EXCHANGE_SQL, (
+                name, instance_id, self._injected(),
+                [f.task_id for f in finishes], [f.attempt for f in finishes],
+                [TaskState(f.state).value for f in finishes], [f.exit_code for f in finishes],
+                [f.error for f in finishes],
+                [c[0] for c in chunks], [c[1] for c in chunks], [c[2] for c in chunks],
+                claim_limit, self._ends_channel))
+            rows = cur.fetchall()
+        owned = {row["id"] for row in rows if row["ended"]}
+        tasks = sorted((self._task(row) for row in rows if not row["ended"]), key=lambda t: t.id)
         return [f.task_id in owned for f in finishes], tasks
 
     def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:

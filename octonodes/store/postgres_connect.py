@@ -10,7 +10,7 @@ path never pays for it.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -190,7 +190,7 @@ class Connection:
             return DatabaseBusy(f"the database {self.display} stayed locked; try again ({text})")
         if isinstance(exc, psycopg.errors.TransactionRollback):
             return DatabaseBusy(f"the database {self.display} was busy; try again ({text})")
-        if isinstance(exc, psycopg.errors.UndefinedTable):
+        if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction)):
             return SchemaMismatch(f"{self.where}: {text}; run `octonodes init`")
         return DatabaseError(f"database {self.display}: {text}")
 
@@ -226,27 +226,3 @@ class Connection:
                 roll_back_quietly(conn)
                 raise
             cur.execute("COMMIT")
-
-    @contextmanager
-    def pipeline(self) -> Iterator[Callable[..., Any]]:
-        """Statements sent together in one transaction, answered in one round
-        trip: the block gets `execute(sql, args) -> cursor`, and reads the
-        cursors' rows after it ends. ROLLBACK when any statement failed.
-        With a libpq older than 14 (no pipeline mode) the same statements go
-        one round trip each."""
-        with self.lock, self.errors():
-            conn = self.connection()
-
-            def execute(sql: str, args: Any = None) -> Any:
-                cur = conn.cursor(row_factory=dict_row)
-                cur.execute(sql, args)
-                return cur
-
-            try:
-                with conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext():
-                    conn.execute("BEGIN")
-                    yield execute
-                    conn.execute("COMMIT")
-            except BaseException:
-                roll_back_quietly(conn)
-                raise

@@ -1,12 +1,13 @@
 """Wake-ups for a PostgreSQL store: LISTEN in a thread, a pipe to wait on.
 
 Writes that a node or a waiting command must react to send `pg_notify` on a
-channel named after the schema (`channel_for`). A `Listener` LISTENs on a
+channel named after the schema (`channel_for`); task ends, which a busy
+cluster commits hundreds of times a second, go on a channel of their own
+(`TASK_ENDS`) that only waiting commands need. A `Listener` LISTENs on a
 connection of its own, opened on first use in a daemon thread, and wakes a
 pipe: its read end is the store's `change_fd()`, the same for the store's
 life, and `changed()` consumes it. Notifications sent by the store's own
-statement connection (`own_pid`) do not count, nor those whose payload the
-store was told to ignore (`ignored`).
+statement connection (`own_pid`) do not count.
 
 While the listener is cut off from the server it says "changed" on every
 call, so a waiter polls; once it is back it LISTENs again and says
@@ -33,12 +34,17 @@ LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.5, 5.0
 """Back-off of the LISTEN thread while the server cannot be reached."""
 
 
-def channel_for(schema: str) -> str:
-    """A LISTEN channel per schema; identifiers stop at 63 bytes, so a long
-    schema name is replaced by its hash."""
-    channel = f"octonodes_{schema}"
+TASK_ENDS = "ends"
+"""The topic of the channel that hears tasks end (`channel_for`)."""
+
+
+def channel_for(schema: str, topic: str = "") -> str:
+    """A LISTEN channel per schema (and topic); identifiers stop at 63 bytes,
+    so a long schema name is replaced by its hash."""
+    prefix = f"octonodes_{topic}_" if topic else "octonodes_"
+    channel = prefix + schema
     if len(channel.encode()) > MAX_IDENTIFIER:
-        channel = "octonodes_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
+        channel = prefix + hashlib.sha256(schema.encode()).hexdigest()[:40]
     return channel
 
 
@@ -49,10 +55,9 @@ class Listener:
     is still collected, and its finalizer stops this thread and its connection.
     """
 
-    def __init__(self, conninfo: str, channel: str) -> None:
-        self.conninfo, self.channel = conninfo, channel
+    def __init__(self, conninfo: str, channels: tuple[str, ...]) -> None:
+        self.conninfo, self.channels = conninfo, channels
         self.own_pid: int | None = None  # the store's statement backend: its own writes
-        self.ignored: frozenset[str] = frozenset()  # payloads that wake no one
         self._lock = threading.Lock()
         self._pending = True  # the first changed() says True, as SQLite's does
         self._listening = False
@@ -72,6 +77,14 @@ class Listener:
                                                 daemon=True)
                 self._thread.start()
             return self._wake.fileno()
+
+    def drop_channel(self, channel: str) -> None:
+        """Not LISTEN on `channel`: decided before the thread starts (the
+        first `fileno()`), so that nothing sent on it ever reaches us."""
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("drop_channel() after the listener started")
+            self.channels = tuple(c for c in self.channels if c != channel)
 
     def signal(self) -> None:
         """Someone may have committed: remember it and wake whoever waits."""
@@ -127,7 +140,8 @@ class Listener:
             conn = None
             try:
                 conn = psycopg.connect(self.conninfo, autocommit=True)
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                for channel in self.channels:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 self._listening = True
                 self.signal()  # whatever was sent before the LISTEN was missed
                 retry = LISTEN_RETRY_MIN
@@ -138,8 +152,7 @@ class Listener:
                     notes = list(conn.notifies(timeout=0))
                     if conn.closed:
                         break
-                    if any(note.pid != self.own_pid and note.payload not in self.ignored
-                           for note in notes):
+                    if any(note.pid != self.own_pid for note in notes):
                         self.signal()
             except (psycopg.Error, OSError, ValueError):
                 pass

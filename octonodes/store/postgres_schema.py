@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .base import SCHEMA_VERSION
-
 TABLES = ("meta", "settings", "nodes", "tasks", "task_logs", "api_keys")
 """The tables octonodes owns in its schema."""
 
@@ -87,8 +85,116 @@ _V2 = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
-MIN_COMPATIBLE = {1: 1, 2: 1}
+# What a busy node does after each batch of task ends, as one statement (one
+# message to the server, answered in one, with plans the server keeps per
+# connection): lock its row, append output, record ends, claim. Each step
+# sees what the ones before it wrote. Frozen like any migration: a change is
+# a new version with CREATE OR REPLACE (or a new name, if the arguments change).
+_V3 = [
+    """CREATE FUNCTION octonodes_exchange(
+        node_name text, instance text, at timestamptz,
+        end_ids bigint[], end_attempts integer[], end_states text[], end_codes integer[],
+        end_errors text[],
+        log_ids bigint[], log_attempts integer[], log_data bytea[],
+        claim_limit integer, ends_channel text)
+    RETURNS TABLE (ended boolean, id bigint, name text, command text[], state text, node text,
+        instance_id text, queued_at timestamptz, started_at timestamptz,
+        finished_at timestamptz, exit_code integer, error text, timeout double precision,
+        queue_timeout double precision, retries integer, attempt integer)
+    LANGUAGE plpgsql AS $fn$
+    #variable_conflict use_column
+    DECLARE
+        now_ timestamptz := coalesce(at, now());
+    BEGIN
+        -- A claim locks the node's row first, as a drain or a delete does:
+        -- locks always taken in the same order cannot deadlock.
+        IF claim_limit > 0 THEN
+            PERFORM 1 FROM nodes WHERE nodes.name = node_name AND nodes.instance_id = instance
+                FOR UPDATE;
+        END IF;
+        -- Output goes after what each task has, while the task is still
+        -- ours; the task's row lock keeps the numbering safe.
+        IF cardinality(log_ids) > 0 THEN
+            INSERT INTO task_logs (task_id, seq, data)
+            SELECT t.id, coalesce((SELECT max(l.seq) FROM task_logs l WHERE l.task_id = t.id), 0)
+                    + c.n, c.data
+            FROM (SELECT u.task_id, u.attempt, u.data,
+                         row_number() OVER (PARTITION BY u.task_id ORDER BY u.ord) AS n
+                  FROM unnest(log_ids, log_attempts, log_data)
+                      WITH ORDINALITY AS u(task_id, attempt, data, ord)) AS c
+            JOIN (SELECT tasks.id, tasks.attempt FROM tasks
+                  WHERE tasks.id = ANY(log_ids) AND tasks.instance_id = instance
+                  AND tasks.state IN ('Executing', 'Cancelling')
+                  FOR NO KEY UPDATE) AS t ON t.id = c.task_id AND t.attempt = c.attempt;
+        END IF;
+        -- Ends, by the primary key whatever the planner's statistics say: on
+        -- a young table, before autovacuum has analysed it, the planner would
+        -- take a state index and read every dead entry of a thousand tasks
+        -- ended seconds ago. Hence `id = ANY`, and the state test written so
+        -- that no index serves it (`IS TRUE`).
+        IF cardinality(end_ids) > 0 THEN
+            RETURN QUERY
+            UPDATE tasks SET state = f.state, exit_code = f.exit_code, error = f.error,
+                finished_at = now_
+            FROM unnest(end_ids, end_attempts, end_states, end_codes, end_errors)
+                AS f(id, attempt, state, exit_code, error)
+            WHERE tasks.id = ANY(end_ids) AND tasks.id = f.id AND tasks.instance_id = instance
+            AND tasks.attempt = f.attempt AND (tasks.state IN ('Executing', 'Cancelling')) IS TRUE
+            RETURNING true, tasks.id, NULL::text, NULL::text[], NULL::text, NULL::text, NULL::text,
+                NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::integer,
+                NULL::text, NULL::double precision, NULL::double precision, NULL::integer,
+                NULL::integer;
+            IF FOUND THEN
+                PERFORM pg_notify(ends_channel, 'end');
+            END IF;
+        END IF;
+        -- The claim reads the node's room from its row (locked above, so any
+        -- drain, cap change or other claim committed before is seen): none
+        -- when it is drained, stopping or not online (offline_after read from
+        -- its stored spelling: `90`, `90s`, `5m`, `2h`, `1d`); else its cap
+        -- less what runs on it, and at most what the node asked for. What
+        -- runs is counted one state at a time, so both columns of (node,
+        -- state) bound the index scan. The rows `picked` locked are queued
+        -- and stay so until this commits: the update finds them by id alone.
+        IF claim_limit > 0 THEN
+            RETURN QUERY
+            WITH room AS (
+                SELECT CASE WHEN n.drain OR n.shutting_down OR n.stopped_at IS NOT NULL
+                            OR n.last_seen IS NULL OR now_ - n.last_seen > make_interval(secs =>
+                                greatest(coalesce((
+                                    SELECT rtrim(s.value, 'smhd')::float8 * CASE right(s.value, 1)
+                                        WHEN 'm' THEN 60 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400
+                                        ELSE 1 END
+                                    FROM settings s WHERE s.key = 'offline_after'), 60),
+                                    2 * coalesce(n.heartbeat_interval, 0)))
+                       THEN 0
+                       ELSE least(claim_limit, n.task_cap
+                            - (SELECT count(*) FROM tasks r
+                               WHERE r.node = n.name AND r.state = 'Executing')
+                            - (SELECT count(*) FROM tasks r
+                               WHERE r.node = n.name AND r.state = 'Cancelling'))
+                       END AS free
+                FROM nodes n WHERE n.name = node_name AND n.instance_id = instance),
+            picked AS MATERIALIZED (
+                SELECT q.id FROM tasks q WHERE q.state = 'Queued' ORDER BY q.id
+                LIMIT (SELECT greatest(0, coalesce(max(room.free), 0)) FROM room)
+                FOR UPDATE SKIP LOCKED)
+            UPDATE tasks SET state = 'Executing', node = node_name, instance_id = instance,
+                started_at = now_, attempt = tasks.attempt + 1, exit_code = NULL
+            WHERE tasks.id = ANY(ARRAY(SELECT picked.id FROM picked))
+            RETURNING false, tasks.id, tasks.name, tasks.command, tasks.state, tasks.node,
+                tasks.instance_id, tasks.queued_at, tasks.started_at, tasks.finished_at,
+                tasks.exit_code, tasks.error, tasks.timeout, tasks.queue_timeout, tasks.retries,
+                tasks.attempt;
+        END IF;
+    END
+    $fn$""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The version this code writes and needs."""
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 

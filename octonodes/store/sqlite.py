@@ -23,7 +23,8 @@ from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Re
 from ..models import Node, Task, TaskState, make_node, offline_threshold
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import common
-from .base import (Finish, SCHEMA_VERSION, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .sqlite_schema import SCHEMA_VERSION, migrate
+from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -217,8 +218,6 @@ class SQLiteStore(Store):
         return changed
 
     def initialize(self) -> tuple[int | None, int]:
-        from .sqlite_schema import migrate
-
         with self._write() as conn:
             meta = self._read_meta()
             before = int(meta["schema_version"]) if meta else None

@@ -7,10 +7,10 @@ arithmetic and keep sub-second precision.
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
-import sqlite_utils
-
-from .base import SCHEMA_VERSION
+if TYPE_CHECKING:  # sqlite-utils is imported by `migrate`, not by every command
+    import sqlite_utils
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -69,12 +69,16 @@ def _v2(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS = {1: _v1, 2: _v2}
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The version this code writes and needs."""
 MIN_COMPATIBLE = {1: 1, 2: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 
 def migrate(conn: sqlite3.Connection, current: int | None) -> int:
     """Apply the migrations after `current` inside the caller's transaction."""
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     for version in range(1 + (current or 0), SCHEMA_VERSION + 1):
         MIGRATIONS[version](db)
