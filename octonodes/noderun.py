@@ -7,7 +7,7 @@ import sys
 
 from . import nodelog
 from .errors import UsageError
-from .execute import close_inherited
+from .execute import close_inherited, mute_child_exits
 from .store import open_store
 from .worker import WORKER_BUSY_TIMEOUT, Worker
 
@@ -33,6 +33,7 @@ def run_node(db: str | None, *, name: str, cap: int | None, listen: str | None,
     # in soon while the loop is busy, and gives the loop the lock back soon.
     sys.setswitchinterval(SWITCH_INTERVAL)
     close_inherited()  # before anything of ours is open: tasks inherit none of it
+    mute_child_exits()  # before any thread starts, so that all of them inherit it
     nodelog.setup(name, log_format)
     store = open_store(db, create=True, application_name=f"octonodes node {name}")
     store.prepare_for_node()

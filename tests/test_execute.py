@@ -80,23 +80,30 @@ def test_success_and_a_program_that_is_not_there(events, tmp_path):
 
 def test_a_task_starts_as_a_fresh_program_would(events):
     """Its own session, stdin from /dev/null, no signal left ignored by
-    Python (SIGPIPE), and no descriptor the node inherited."""
+    Python (SIGPIPE) or blocked by the node (SIGCHLD), and no descriptor the
+    node inherited."""
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)  # as a node's parent might leave one
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     try:
         execute.close_inherited()
+        execute.mute_child_exits()  # as `node run` does
         run = start(events, ["sh", "-c",
-                             "ps -o sid= -o pid= -p $$; grep SigIgn /proc/self/status; "
-                             "readlink /proc/self/fd/0; "
+                             "ps -o sid= -o pid= -p $$; readlink /proc/self/fd/0; "
                              f"[ -e /proc/self/fd/{write_end} ] && echo leaked || echo closed"])
         output = run_to_end(events, run).decode()
+        # Read by the task's own first program (a shell would clear its mask).
+        status = run_to_end(events, start(events, ["cat", "/proc/self/status"])).decode()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(read_end)
         os.close(write_end)
-    session, ignored, stdin, inherited = output.splitlines()
+    session, stdin, inherited = output.splitlines()
     sid, pid = session.split()
     assert sid == pid, output  # a session (and process group) of its own
-    assert not int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)), output
+    signals = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith("Sig"))
+    assert not int(signals["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1)), status
+    assert int(signals["SigBlk"], 16) == 0, status
     assert (stdin, inherited) == ("/dev/null", "closed"), output
     assert run.outcome().state is TaskState.SUCCESS
 
