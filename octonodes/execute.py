@@ -145,6 +145,16 @@ def mute_child_exits() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
 
 
+def _exit_status(pid: int) -> int | None:
+    """How an ended child ended, as `Popen.returncode` says it (a negative
+    number: the signal that killed it), read without reaping it."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
 def _pidfd(pid: int) -> int | None:
     """A file descriptor that becomes readable when `pid` ends (Linux 5.3+)."""
     try:
@@ -211,8 +221,8 @@ class TaskRun:
         self._pidfd: int | None = None
         self._exited = False  # the first process has ended (not reaped yet)
         self._drain_until: float | None = None
-        self._reaping = False
-        self._done = False
+        self._done = False  # ended, its exit status read
+        self._reaped = False
         self._spawn(task_environment(task, node_name, environment))
 
     def _spawn(self, env: dict[str, str]) -> None:
@@ -298,22 +308,29 @@ class TaskRun:
             self._drain_until = now + PIPE_DRAIN_GRACE
 
     def _finish_if_over(self, now: float) -> None:
-        if not self._exited or self._reaping:
+        if not self._exited or self._done:
             return
         if self._pipe is not None:
             if now < self._drain_until:
                 return
             self._close_pipe()  # something outside the group holds the pipe
         self._signal_group(signal.SIGKILL)  # whatever the first process left behind
-        self._reaping = True  # the reap may wait for the watchdog to be told
+        self.returncode = _exit_status(self.pid)
+        self._done = True
+        # Reaped once the watchdog has been told the group is gone: until
+        # then its id cannot be reused, so the watchdog never kills a
+        # stranger's group.
         if self._watchdog:
             self._watchdog.release(self.pid, then=self._reap)
         else:
             self._reap()
 
     def _reap(self) -> None:
-        self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
-        self._done = True
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        self._reaped = True
 
     def _keep(self, data: bytes) -> None:
         if self._truncated:
@@ -337,7 +354,7 @@ class TaskRun:
         return self._done
 
     def _signal_group(self, sig: int) -> None:
-        if self.pid is None or self.returncode is not None:
+        if self.pid is None or self._reaped:
             return  # never started, or reaped: its group id may be someone else's now
         try:
             os.killpg(self.pid, sig)

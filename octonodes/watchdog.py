@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from typing import Callable
 
 log = logging.getLogger("octonodes.node")
@@ -41,14 +42,22 @@ for pgid in groups:
 """
 
 
+RELEASE_DELAY = 0.5
+"""How long the watchdog may go untold that groups have ended, when no new
+group goes with the news (their leaders wait unreaped meanwhile)."""
+
+
 class Watchdog:
     """The node's side of the watchdog: `guard` a task's group when it
-    starts, `release` it once reaped, and `send` what changed before the
-    loop waits: one write a turn of the loop, not two a task."""
+    starts, `release` it once its leader has ended, and `send` before the
+    loop waits: at most one write a turn of the loop, and on a busy node one
+    a batch of tasks, not two a task."""
 
     def __init__(self) -> None:
         self._groups: set[int] = set()
         self._unsent = bytearray()
+        self._guarded = False  # a new group the watchdog has not been told of
+        self._released_at: float | None = None  # the oldest end it has not been told of
         self._after_send: list[Callable[[], None]] = []
         self._proc: subprocess.Popen | None = None
         self._start()
@@ -60,11 +69,12 @@ class Watchdog:
             start_new_session=True, close_fds=True,
         )
         self._unsent = bytearray(b"".join(b"+%d\n" % pgid for pgid in self._groups))
-        self.send()
+        self.send(everything=True)
 
     def guard(self, pgid: int) -> None:
         self._groups.add(pgid)
         self._unsent += b"+%d\n" % pgid
+        self._guarded = True
 
     def release(self, pgid: int, then: Callable[[], None]) -> None:
         """Forget a group whose leader has ended, and call `then` (which
@@ -74,9 +84,21 @@ class Watchdog:
         self._groups.discard(pgid)
         self._unsent += b"-%d\n" % pgid
         self._after_send.append(then)
+        if self._released_at is None:
+            self._released_at = time.monotonic()
 
-    def send(self) -> int:
-        """Tell the watchdog what changed; returns how many leaders were reaped."""
+    def send(self, *, everything: bool = False) -> None:
+        """Tell the watchdog what it must know before the loop waits: new
+        groups at once (the node could die while it waits). Ends go with
+        them (on a busy node, a batch of ends and the tasks started in their
+        place make one write), else once RELEASE_DELAY has passed, or now
+        with `everything` (when nothing runs, or the node stops); then the
+        ended leaders are reaped."""
+        due = (self._guarded or everything
+               or (self._released_at is not None
+                   and time.monotonic() - self._released_at >= RELEASE_DELAY))
+        if not due:
+            return
         if self._unsent:
             try:
                 self._proc.stdin.write(self._unsent)
@@ -84,10 +106,10 @@ class Watchdog:
             except (BrokenPipeError, ValueError, OSError):
                 pass  # it died: `check` starts another, with every listed group
             self._unsent.clear()
+        self._guarded, self._released_at = False, None
         after, self._after_send = self._after_send, []
         for then in after:
             then()
-        return len(after)
 
     def check(self) -> None:
         """Start a new watchdog if this one has died."""
@@ -98,7 +120,7 @@ class Watchdog:
     def close(self) -> None:
         """The node is stopping cleanly: end the watchdog (it kills any group
         still listed)."""
-        self.send()
+        self.send(everything=True)
         try:
             self._proc.stdin.close()
         except OSError:

@@ -203,16 +203,14 @@ class Worker:
             wait, change_fd = min(wait, self._next_reaction - now), None
         if self.finishes:
             wait = min(wait, self._finishes_since + FINISH_BATCH_WINDOW - now)
-        if self.watchdog and self.watchdog.send():
-            wait = 0.0  # tasks just reaped: record them first
+        if self.watchdog:
+            self.watchdog.send(everything=not self.runs)
         self.events.wait(wait, change_fd)
 
     def run_once(self) -> None:
         """One step: check in when due, fence if cut off, end finished tasks,
         flush output, act on cancels and claims, and handle a stop request."""
         now = time.monotonic()
-        if self.watchdog:
-            self.watchdog.send()  # and reap what ended while the loop waited
         if self.stop_requests and not self._stop_begun:
             self._begin_stop()
         if now >= self._next_check_in:
@@ -473,7 +471,7 @@ class Worker:
         deadline = time.monotonic() + 2
         while self.runs and time.monotonic() < deadline:
             if self.watchdog:
-                self.watchdog.send()
+                self.watchdog.send(everything=True)
             self.events.wait(0.05)
             for run in self.runs.values():
                 run.escalate(time.monotonic())

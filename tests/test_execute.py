@@ -12,6 +12,7 @@ import pytest
 
 from helpers import pid_alive, wait_until
 from octonodes import execute
+from octonodes import watchdog as watchdog_module
 from octonodes.execute import KillReason, TaskEvents, TaskRun
 from octonodes.models import Task, TaskState
 from octonodes.waker import Waker
@@ -168,18 +169,34 @@ def test_timeout_and_terminate(events):
     assert (outcome.state, outcome.exit_code) == (TaskState.CANCELED, 128 + signal.SIGKILL)
 
 
-def test_the_watchdog_hears_of_a_group_before_its_leader_is_reaped(events):
+def test_the_watchdog_hears_of_a_group_before_its_leader_is_reaped(events, monkeypatch):
+    """A task's end is known (and recorded) at once, but its leader stays
+    unreaped, its id unusable, until the watchdog has been told the group is
+    gone; the news waits for the next new group, for RELEASE_DELAY, or for a
+    send of everything."""
     watchdog = Watchdog()
     try:
-        run = start(events, ["true"], watchdog=watchdog)
+        runs = [start(events, ["true"], watchdog=watchdog) for _ in range(2)]
+        watchdog.send()  # new groups go at once
         deadline = time.monotonic() + 10
-        while not run._reaping:  # the leader ended: its release is queued, not sent
-            assert time.monotonic() < deadline
+        while not all(run.finished() for run in runs):
+            assert time.monotonic() < deadline, "the tasks did not end in time"
             events.wait(0.05)
-        leader = f"/proc/{run.pid}"
-        assert not run.finished() and os.path.exists(leader), "reaped before the watchdog knew"
-        assert watchdog.send() == 1
-        assert run.finished() and run.outcome().state is TaskState.SUCCESS
-        assert not os.path.exists(leader), "reaped once the watchdog knew"
+        assert all(run.outcome().state is TaskState.SUCCESS for run in runs)
+        leaders = [f"/proc/{run.pid}" for run in runs]
+        watchdog.send()  # no new group, nothing waited long: the ends wait
+        assert all(os.path.exists(leader) for leader in leaders), "reaped before the watchdog knew"
+
+        monkeypatch.setattr(watchdog_module, "RELEASE_DELAY", 0.0)
+        watchdog.send()
+        assert not any(os.path.exists(leader) for leader in leaders), "reaped once it knew"
+
+        monkeypatch.setattr(watchdog_module, "RELEASE_DELAY", 60.0)
+        later = start(events, ["true"], watchdog=watchdog)
+        while not later.finished():
+            assert time.monotonic() < deadline, "the task did not end in time"
+            events.wait(0.05)
+        watchdog.send(everything=True)
+        assert not os.path.exists(f"/proc/{later.pid}"), "reaped once it knew"
     finally:
         watchdog.close()
