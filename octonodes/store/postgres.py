@@ -5,7 +5,9 @@ single write lock did there:
 
 - Claims take queued tasks with `FOR UPDATE SKIP LOCKED`, oldest first, after
   locking the claiming node's row, so drain, cap and liveness are read inside
-  the claim and two claims by one node cannot together pass its cap.
+  the claim and two claims by one node cannot together pass its cap. A busy
+  node's output, ends and claim are one call of `octonodes_exchange`, a
+  PL/pgSQL function the schema holds (`postgres_schema`, version 3).
 - Times are `timestamptz` from the server's clock (`now()`), so hosts with
   skewed clocks agree; a clock injected by a test replaces it everywhere.
 - Writes that a node or a waiting command must react to send `pg_notify`;
