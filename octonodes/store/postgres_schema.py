@@ -102,11 +102,13 @@ _V3 = [
         finished_at timestamptz, exit_code integer, error text, timeout double precision,
         queue_timeout double precision, retries integer, attempt integer)
     LANGUAGE plpgsql
-    -- Each statement below is planned once a connection, not at every call:
-    -- each is written so that its plan does not depend on the values passed
-    -- (only the primary key and the partial and `(node, state)` indexes can
-    -- serve it), and planning them each time was a quarter of the call.
+    -- Each statement below is planned once a connection, not at every call
+    -- (planning them each time was a quarter of the call), and goes by an
+    -- index whatever the table's size when it was planned: a plan made
+    -- while `tasks` was young would otherwise scan the whole table for the
+    -- rest of the connection's life.
     SET plan_cache_mode = force_generic_plan
+    SET enable_seqscan = off
     AS $fn$
     #variable_conflict use_column
     DECLARE
