@@ -408,4 +408,6 @@ class TaskRun:
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
             return Outcome(TaskState.FAILED, exit_code, f"killed by signal {name}")
+        if code is None:  # reaped by someone else: nothing in octonodes does that
+            return Outcome(TaskState.FAILED, None, "its exit status was lost")
         return Outcome(TaskState.FAILED, exit_code, f"exited with code {code}")
