@@ -79,6 +79,13 @@ def test_success_and_a_program_that_is_not_there(events, tmp_path):
     assert nothing.finished() and nothing.outcome().state is TaskState.FAILED
 
 
+def test_a_task_reaped_behind_the_nodes_back_fails_plainly(events):
+    run = start(events, ["true"])
+    os.waitpid(run.pid, 0)  # as a stray waitpid elsewhere in the process would
+    run_to_end(events, run)
+    assert run.outcome() == execute.Outcome(TaskState.FAILED, None, "its exit status was lost")
+
+
 def test_a_task_starts_as_a_fresh_program_would(events):
     """Its own session, stdin from /dev/null, no signal left ignored by
     Python (SIGPIPE) or blocked by the node (SIGCHLD), and no descriptor the
