@@ -6,8 +6,9 @@ notifications, every task's output pipe (stdout and stderr merged) and every
 task's process (a pidfd). Output is kept up to the log limit, then a
 truncation marker, and the rest is read and dropped, so a task never blocks
 on a full pipe. When the task's first process ends, what is left of its group
-is killed and the pipe is given a moment to empty; then it is reaped. The
-loop flushes `take_output()` to the database in batches, polls `finished()`
+is killed and the pipe is given a moment to empty; then its exit status is
+read, and it is reaped once the watchdog knows its group is gone. The loop
+flushes `take_output()` to the database in batches, polls `finished()`
 and asks for kills; nothing here blocks.
 
 Starting from the loop costs no hand-over between threads: `posix_spawnp`

@@ -23,9 +23,9 @@ from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Re
 from ..models import Node, Task, TaskState, make_node, offline_threshold
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import common
-from .sqlite_schema import SCHEMA_VERSION, migrate
 from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
+from .sqlite_schema import SCHEMA_VERSION, migrate
 
 DEFAULT_BUSY_TIMEOUT = 10.0
 ACTIVE_SQL = "('Executing', 'Cancelling')"
