@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import selectors
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -51,46 +51,63 @@ TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest w
 class TaskEvents:
     """The node loop's one wait: its wake-up pipe, the store's change
     notifications (when the loop wants them), and the pipes and processes of
-    the tasks it runs, whose events it hands to their `TaskRun`."""
+    the tasks it runs, whose events it hands to their `TaskRun`.
+
+    Straight on epoll (poll where there is none: the same calls, the timeout
+    in ms): each task registers and unregisters two descriptors, and the
+    `selectors` module's bookkeeping would cost the loop more than the
+    system calls do."""
 
     def __init__(self, wake_fd: int) -> None:
-        self._selector = selectors.DefaultSelector()
+        if hasattr(select, "epoll"):
+            self._poller, self._read, self._unit = select.epoll(), select.EPOLLIN, 1.0
+        else:
+            self._poller, self._read, self._unit = select.poll(), select.POLLIN, 1000.0
+        self._runs: dict[int, TaskRun | None] = {}
         self._wake_fd = wake_fd
-        self._selector.register(wake_fd, selectors.EVENT_READ, None)
+        self._add(wake_fd, None)
         self._change_fd: int | None = None
         self.polled: set["TaskRun"] = set()  # runs whose end is looked for, not notified
 
+    def _add(self, fd: int, run: "TaskRun | None") -> None:
+        self._poller.register(fd, self._read)
+        self._runs[fd] = run
+
     def register(self, fd: int, run: "TaskRun") -> None:
-        self._selector.register(fd, selectors.EVENT_READ, run)
+        self._add(fd, run)
 
     def unregister(self, fd: int) -> None:
-        self._selector.unregister(fd)
+        self._poller.unregister(fd)
+        del self._runs[fd]
 
     def wait(self, timeout: float, change_fd: int | None = None) -> None:
         """Until something is ready or `timeout` passes; hand task events on."""
         if change_fd != self._change_fd:
             if self._change_fd is not None:
-                self._selector.unregister(self._change_fd)
+                self.unregister(self._change_fd)
             if change_fd is not None:
-                self._selector.register(change_fd, selectors.EVENT_READ, None)
+                self._add(change_fd, None)
             self._change_fd = change_fd
         if self.polled:
             timeout = min(timeout, EXIT_POLL)
         try:
-            ready = self._selector.select(max(0.0, timeout))
+            ready = self._poller.poll(max(0.0, timeout) * self._unit)
         except InterruptedError:
             ready = []
         now = time.monotonic()
-        for key, _ in ready:
-            if key.data is not None:
-                key.data.on_ready(key.fd, now)
-            elif key.fd == self._wake_fd:
-                drain(self._wake_fd)
+        runs = self._runs
+        for fd, _ in ready:
+            run = runs.get(fd)  # None: the wake-up or change descriptor, or one unregistered since
+            if run is not None:
+                run.on_ready(fd, now)
+            elif fd == self._wake_fd:
+                drain(fd)
         for run in list(self.polled):
             run.poll_exit(now)
 
     def close(self) -> None:
-        self._selector.close()
+        if hasattr(self._poller, "close"):
+            self._poller.close()
 
 
 def _pipe() -> tuple[int, int]:

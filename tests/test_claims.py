@@ -226,6 +226,24 @@ def test_recording_ends_claims_what_they_made_room_for(clocked):
     assert owned == [True] and claimed == [], "drained: the end is recorded, nothing claimed"
 
 
+def test_an_end_keeps_its_error_text_and_exit_code_exactly(clocked):
+    """Whatever a task's error says (quotes, backslashes, braces, commas, a
+    new line, the word NULL, any script) is stored as it was sent; so is a
+    missing exit code."""
+    cluster, _ = clocked
+    store = cluster.store
+    _register(store, "node-1", "i-1", cap=5)
+    cluster.add_tasks([["true"]] * 5)
+    running = store.claim("node-1", "i-1", 5)
+    errors = ['cannot start \'a "b"\': c:\\d\\', "{x,y}", "two\nlines", "NULL", "ünïcödé ✓ 日本"]
+    ends = [Finish(t.id, 1, lib.TaskState.FAILED, code, error)
+            for t, code, error in zip(running, [None, 1, -9, 255, 2], errors)]
+    owned, _ = store.exchange("node-1", "i-1", ends, [], 0)
+    assert owned == [True] * 5
+    assert [(cluster.task(t.id).exit_code, cluster.task(t.id).error) for t in running] \
+        == list(zip([None, 1, -9, 255, 2], errors))
+
+
 def test_two_nodes_never_claim_the_same_task(clocked):
     cluster, _ = clocked
     store = cluster.store
