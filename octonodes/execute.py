@@ -63,18 +63,15 @@ class TaskEvents:
             self._poller, self._read, self._unit = select.epoll(), select.EPOLLIN, 1.0
         else:
             self._poller, self._read, self._unit = select.poll(), select.POLLIN, 1000.0
-        self._runs: dict[int, TaskRun | None] = {}
+        self._runs: dict[int, TaskRun | None] = {}  # None: the wake-up or change descriptor
         self._wake_fd = wake_fd
-        self._add(wake_fd, None)
+        self.register(wake_fd, None)
         self._change_fd: int | None = None
         self.polled: set["TaskRun"] = set()  # runs whose end is looked for, not notified
 
-    def _add(self, fd: int, run: "TaskRun | None") -> None:
+    def register(self, fd: int, run: "TaskRun | None") -> None:
         self._poller.register(fd, self._read)
         self._runs[fd] = run
-
-    def register(self, fd: int, run: "TaskRun") -> None:
-        self._add(fd, run)
 
     def unregister(self, fd: int) -> None:
         self._poller.unregister(fd)
@@ -86,7 +83,7 @@ class TaskEvents:
             if self._change_fd is not None:
                 self.unregister(self._change_fd)
             if change_fd is not None:
-                self._add(change_fd, None)
+                self.register(change_fd, None)
             self._change_fd = change_fd
         if self.polled:
             timeout = min(timeout, EXIT_POLL)
@@ -97,7 +94,7 @@ class TaskEvents:
         now = time.monotonic()
         runs = self._runs
         for fd, _ in ready:
-            run = runs.get(fd)  # None: the wake-up or change descriptor, or one unregistered since
+            run = runs.get(fd)  # None too for one unregistered by an earlier handler
             if run is not None:
                 run.on_ready(fd, now)
             elif fd == self._wake_fd:

@@ -1,6 +1,7 @@
 """How one task runs, without a node or a database: `TaskRun` on a
-`TaskEvents` wait, as the node's loop drives them. Every case runs twice:
-with pidfds (Linux 5.3+), and with the polling used where there are none."""
+`TaskEvents` wait, as the node's loop drives them. Every case runs three
+times: with pidfds (Linux 5.3+), with the polling used where there are none,
+and on poll(2) as where there is no epoll."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from octonodes.waker import Waker
 from octonodes.watchdog import Watchdog
 
 
-@pytest.fixture(params=["pidfd", "polled"])
+@pytest.fixture(params=["pidfd", "polled", "no-epoll"])
 def events(request, monkeypatch):
     if request.param == "polled":
         monkeypatch.setattr(execute, "_pidfd", lambda pid: None)
+    if request.param == "no-epoll":
+        monkeypatch.delattr(execute.select, "epoll")
     waker = Waker()
     events = TaskEvents(waker.fileno())
     yield events
