@@ -558,12 +558,10 @@ class PostgresStore(Store):
         self.finish_tasks(instance_id, [], chunks)
 
     @staticmethod
-    def _log_groups(chunks: Iterable[LogChunk]) -> dict[tuple[int, int], list[bytes]]:
-        groups: dict[tuple[int, int], list[bytes]] = {}
-        for chunk in chunks:
-            if chunk.data:
-                groups.setdefault((chunk.task_id, chunk.attempt), []).append(bytes(chunk.data))
-        return groups
+    def _log_rows(chunks: Iterable[LogChunk]) -> list[LogChunk]:
+        """The chunks that hold output; the server numbers each task's in
+        the order they come."""
+        return [chunk for chunk in chunks if chunk.data]
 
     def finish_task(self, task_id: int, instance_id: str, attempt: int, state: TaskState,
                     *, exit_code: int | None = None, error: str | None = None) -> bool:
@@ -571,32 +569,29 @@ class PostgresStore(Store):
 
     def finish_tasks(self, instance_id: str, finishes: list[Finish],
                      chunks: Iterable[LogChunk] = ()) -> list[bool]:
-        groups = self._log_groups(chunks)
-        if not groups and not finishes:
+        rows = self._log_rows(chunks)
+        if not rows and not finishes:
             return []
-        return self._record_and_claim(None, instance_id, finishes, groups, 0)[0]
+        return self._record_and_claim(None, instance_id, finishes, rows, 0)[0]
 
     def exchange(self, name: str, instance_id: str, finishes: list[Finish],
                  chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
-        return self._record_and_claim(name, instance_id, finishes, self._log_groups(chunks),
+        return self._record_and_claim(name, instance_id, finishes, self._log_rows(chunks),
                                       claim_limit)
 
     def _record_and_claim(self, name: str | None, instance_id: str, finishes: list[Finish],
-                          groups: dict[tuple[int, int], list[bytes]],
-                          claim_limit: int) -> tuple[list[bool], list[Task]]:
+                          chunks: list[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
         """Output, then ends, then (with a `claim_limit`) a claim: one
         statement, so one transaction. A lost answer did all of it or none,
         so a retry never duplicates output."""
-        chunks = [(task_id, attempt, data)
-                  for (task_id, attempt), datas in sorted(groups.items()) for data in datas]
         with self._cursor() as cur:
             cur.execute(EXCHANGE_SQL, (
                 name, instance_id, self._injected(),
                 _int_array(f.task_id for f in finishes), _int_array(f.attempt for f in finishes),
                 _text_array(TaskState(f.state).value for f in finishes),
                 _int_array(f.exit_code for f in finishes), _text_array(f.error for f in finishes),
-                _int_array(c[0] for c in chunks), _int_array(c[1] for c in chunks),
-                [c[2] for c in chunks] if chunks else "{}",
+                _int_array(c.task_id for c in chunks), _int_array(c.attempt for c in chunks),
+                [bytes(c.data) for c in chunks] if chunks else "{}",
                 claim_limit, self._ends_channel))
             rows = cur.fetchall()
         owned = {row["id"] for row in rows if row["ended"]}

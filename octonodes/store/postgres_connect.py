@@ -92,15 +92,6 @@ def close_quietly(conn: Any) -> None:
             pass
 
 
-def roll_back_quietly(conn: Any) -> None:
-    """End a failed block's transaction, if the connection is still there."""
-    if not conn.closed:
-        try:
-            conn.execute("ROLLBACK")
-        except psycopg.Error:
-            pass
-
-
 def with_application_name(conninfo: str, name: str) -> str:
     """The same connection string, shown in `pg_stat_activity` as `name`
     (unless the URL or PGAPPNAME says otherwise)."""
@@ -223,6 +214,10 @@ class Connection:
             try:
                 yield cur
             except BaseException:
-                roll_back_quietly(conn)
+                if not conn.closed:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except psycopg.Error:
+                        pass
                 raise
             cur.execute("COMMIT")
