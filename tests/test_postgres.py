@@ -35,6 +35,8 @@ from octonodes.errors import DatabaseBusy, DatabaseError
 from octonodes.settings import SETTINGS, parse_duration
 from octonodes.store.base import Finish, LogChunk, Registration
 from octonodes.store.postgres import PostgresStore
+from octonodes.store.postgres_listen import TASK_ENDS, channel_for
+from octonodes.store.postgres_schema import REGISTERING_LOCK
 from octonodes.worker import WORKER_BUSY_TIMEOUT, Worker
 
 SKEW = 300.0
@@ -466,6 +468,67 @@ def test_a_node_is_not_woken_by_others_task_ends(cluster, db):
         waiter.close()
 
 
+def heard(conn, seconds: float) -> list[str]:
+    """What a plain connection that LISTENs heard within `seconds`."""
+    return [note.payload for note in conn.notifies(timeout=seconds)]
+
+
+def test_task_ends_are_announced_only_while_a_command_waits(cluster, db, admin):
+    """A batch sends no "tasks ended" notification (which would serialise
+    every notifying commit and wake every listener) unless a waiting
+    command's store listens for it; while one does, every end reaches it."""
+    store = cluster.store
+    store.register(Registration(name="node-1", instance_id="i-1", host="test-host", pid=1,
+                                version=octonodes.__version__, heartbeat_interval=10.0))
+    bystander = _pg_admin()  # LISTENs, but is not a waiting command
+    bystander.execute(f'LISTEN "{channel_for(store.schema, TASK_ENDS)}"')
+    cluster.add_tasks([["true"]] * 3)
+
+    def end_one() -> None:
+        [task] = store.claim("node-1", "i-1", 1)
+        assert store.finish_task(task.id, "i-1", task.attempt, octonodes.TaskState.SUCCESS,
+                                 exit_code=0)
+
+    waiter = PostgresStore(db)
+    try:
+        end_one()
+        # A window to listen in: a notification would be here already.
+        assert heard(bystander, 0.5) == [], "announced an end with nobody waiting"
+
+        wait_until(lambda: not waiter.wait_for_change(0.2), 10,
+                   message="the waiter to listen and hear all that came before")
+        end_one()
+        assert waiter.wait_for_change(10), "a waiting command must hear a task end"
+        assert heard(bystander, 10) == ["end"]
+    finally:
+        waiter.close()
+    end_one()
+    assert heard(bystander, 0.5) == [], "announced an end after the waiter left"
+    bystander.close()
+
+
+def test_a_waiter_counts_as_listening_only_once_batches_in_flight_are_done(cluster, db, admin):
+    """A batch that found nobody waiting holds a lock (shared) until it
+    commits; a waiter that comes meanwhile is not listening (it keeps
+    saying "changed", so it polls) until that batch is done, and then reads
+    what it committed."""
+    store = cluster.store
+    in_schema(admin, db)
+    waiter = PostgresStore(db)
+    try:
+        with admin.transaction():
+            admin.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))",
+                          (REGISTERING_LOCK, channel_for(store.schema, TASK_ENDS)))
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # the window a batch holds the lock in
+                assert waiter.changed(), "listening before the batch in flight was done"
+                time.sleep(0.05)
+        wait_until(lambda: not waiter.wait_for_change(0.2), 10,
+                   message="the waiter to listen once the batch committed")
+    finally:
+        waiter.close()
+
+
 def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin):
     """Output, ends and a claim go as one statement: when it fails part way
     (here the node's row stays locked), none of it is kept, and the
@@ -496,8 +559,9 @@ def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin):
 
 
 def test_a_version_2_schema_is_upgraded_additively(db, admin):
-    """Version 3 adds the function a busy node calls, and records that code
-    at version 1 may still use the schema (a rolling upgrade)."""
+    """Version 3 adds the function a busy node calls (version 4 replaces its
+    body), and records that code at version 1 may still use the schema (a
+    rolling upgrade)."""
     from octonodes.store.postgres_schema import MIGRATIONS
 
     in_schema(admin, db)
@@ -511,9 +575,9 @@ def test_a_version_2_schema_is_upgraded_additively(db, admin):
     assert refused.returncode == 6 and "octonodes init" in refused.stderr, refused.stderr
     upgraded = run_cli(db, "init")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "from schema version 2 to 3" in upgraded.stdout
+    assert "from schema version 2 to 4" in upgraded.stdout
     meta = dict(admin.execute("SELECT key, value FROM meta").fetchall())
-    assert meta == {"schema_version": "3", "min_compatible": "1"}
+    assert meta == {"schema_version": "4", "min_compatible": "1"}
     cluster = octonodes.open(db)
     try:
         cluster.store.register(Registration(name="node-1", instance_id="i-1", host="test-host",

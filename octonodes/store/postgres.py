@@ -108,7 +108,7 @@ class PostgresStore(Store):
             self._ends_channel = channel_for(self.schema, TASK_ENDS)
             self._listener = Listener(
                 with_application_name(self._db.conninfo, f"{self._application_name} listen"),
-                (self._channel, self._ends_channel))
+                (self._channel, self._ends_channel), announced_to_waiters=self._ends_channel)
             self._listener.own_pid = self._db.backend_pid
             # Bound to the listener, not the store: no cycle keeps a store
             # dropped without close() alive, so its finalizer runs at once.

@@ -9,6 +9,13 @@ pipe: its read end is the store's `change_fd()`, the same for the store's
 life, and `changed()` consumes it. Notifications sent by the store's own
 statement connection (`own_pid`) do not count.
 
+Task ends are announced only while someone waits for them: a listener
+that LISTENs for them also holds an advisory lock shared, and a node's batch
+that can take that lock itself sends no notification (`postgres_schema`,
+REGISTERING_LOCK). The lock is taken after the LISTEN, once the batches in
+flight are done, and before the listener counts as listening, so nothing a
+waiter reads afterwards can have ended unannounced.
+
 While the listener is cut off from the server it says "changed" on every
 call, so a waiter polls; once it is back it LISTENs again and says
 "changed" once for whatever went by meanwhile.
@@ -22,6 +29,7 @@ import threading
 
 from ..waker import Waker
 from .postgres_connect import close_quietly
+from .postgres_schema import REGISTERING_LOCK, WAITING_LOCK
 
 try:
     import psycopg
@@ -32,6 +40,9 @@ except ImportError:  # pragma: no cover - the `postgres` extra is not installed
 MAX_IDENTIFIER = 63
 LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.5, 5.0
 """Back-off of the LISTEN thread while the server cannot be reached."""
+WAITERS_LOCK_WAIT = "10s"
+"""How long the LISTEN thread waits for the batches in flight (each holds a
+lock it needs until it commits) before it tries again."""
 
 
 TASK_ENDS = "ends"
@@ -55,8 +66,12 @@ class Listener:
     is still collected, and its finalizer stops this thread and its connection.
     """
 
-    def __init__(self, conninfo: str, channels: tuple[str, ...]) -> None:
+    def __init__(self, conninfo: str, channels: tuple[str, ...], *,
+                 announced_to_waiters: str | None = None) -> None:
+        """`announced_to_waiters`: the channel on which notifications are sent
+        only while a listener holds the waiters' lock for it (task ends)."""
         self.conninfo, self.channels = conninfo, channels
+        self.announced_to_waiters = announced_to_waiters
         self.own_pid: int | None = None  # the store's statement backend: its own writes
         self._lock = threading.Lock()
         self._pending = True  # the first changed() says True, as SQLite's does
@@ -133,6 +148,16 @@ class Listener:
                         waker.close()
                 self._wake = self._stop = None
 
+    def _register_as_waiter(self, conn) -> None:
+        """Hold the lock that makes batches announce task ends, for as long
+        as this connection lives (`postgres_schema`, REGISTERING_LOCK)."""
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (WAITERS_LOCK_WAIT,))
+        keys = {"registering": REGISTERING_LOCK, "waiting": WAITING_LOCK,
+                "channel": self.announced_to_waiters}
+        conn.execute("SELECT pg_advisory_lock(%(registering)s, hashtext(%(channel)s))", keys)
+        conn.execute("SELECT pg_advisory_lock_shared(%(waiting)s, hashtext(%(channel)s))", keys)
+        conn.execute("SELECT pg_advisory_unlock(%(registering)s, hashtext(%(channel)s))", keys)
+
     def _listen_until_closed(self) -> None:
         stop = self._stop.fileno()
         retry = LISTEN_RETRY_MIN
@@ -142,6 +167,8 @@ class Listener:
                 conn = psycopg.connect(self.conninfo, autocommit=True)
                 for channel in self.channels:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                if self.announced_to_waiters in self.channels:
+                    self._register_as_waiter(conn)
                 self._listening = True
                 self.signal()  # whatever was sent before the LISTEN was missed
                 retry = LISTEN_RETRY_MIN

@@ -85,13 +85,29 @@ _V2 = [
     )""",
 ]
 
+REGISTERING_LOCK, WAITING_LOCK = 0x6F63746F, 0x6F637470
+"""First keys of the two advisory locks (two-key form; the second key is
+`hashtext` of the schema's task-ends channel) by which a batch knows whether
+a command waits for task ends:
+
+- waiting: held shared, for its session, by the listener of every command
+  that waits for task ends (`postgres_listen`);
+- registering: held exclusively by such a listener while it takes
+  `waiting`, which it gets once every batch in flight (holding it shared
+  until it commits) is done.
+
+A batch announces its ends unless it holds `registering` shared and can
+take `waiting` itself, for a moment: then nobody waits, and whoever comes
+next reads what it committed."""
+
 # What a busy node does after each batch of task ends, as one statement (one
 # message to the server, answered in one, with plans the server keeps per
-# connection): lock its row, append output, record ends, claim. Each step
-# sees what the ones before it wrote. Frozen like any migration: a change is
-# a new version with CREATE OR REPLACE (or a new name, if the arguments change).
-_V3 = [
-    """CREATE FUNCTION octonodes_exchange(
+# connection): lock its row, append output, record ends, claim, and announce
+# the ends if someone waits for them. Each step sees what the ones before it
+# wrote. Every schema version that changes the function re-creates it whole
+# (CREATE OR REPLACE, same arguments: a change of arguments needs a new name),
+# so a database upgraded from any older version ends with this text.
+_EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         node_name text, instance text, at timestamptz,
         end_ids bigint[], end_attempts integer[], end_states text[], end_codes integer[],
         end_errors text[],
@@ -113,6 +129,7 @@ _V3 = [
     #variable_conflict use_column
     DECLARE
         now_ timestamptz := coalesce(at, now());
+        ended_some boolean := false;
     BEGIN
         -- A claim locks the node's row first, as a drain or a delete does:
         -- locks always taken in the same order cannot deadlock.
@@ -152,9 +169,7 @@ _V3 = [
                 NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::integer,
                 NULL::text, NULL::double precision, NULL::double precision, NULL::integer,
                 NULL::integer;
-            IF FOUND THEN
-                PERFORM pg_notify(ends_channel, 'end');
-            END IF;
+            ended_some := FOUND;
         END IF;
         -- The claim reads the node's room from its row (locked above, so any
         -- drain, cap change or other claim committed before is seen): none
@@ -195,14 +210,28 @@ _V3 = [
                 tasks.exit_code, tasks.error, tasks.timeout, tasks.queue_timeout, tasks.retries,
                 tasks.attempt;
         END IF;
+        -- Ends are announced only while a command waits for them
+        -- (REGISTERING_LOCK above), and last: a NOTIFY holds a lock that
+        -- serialises every notifying commit on the server, fsync included,
+        -- and wakes every listening session.
+        IF ended_some THEN
+            IF pg_try_advisory_xact_lock_shared({REGISTERING_LOCK}, hashtext(ends_channel))
+                    AND pg_try_advisory_lock({WAITING_LOCK}, hashtext(ends_channel)) THEN
+                PERFORM pg_advisory_unlock({WAITING_LOCK}, hashtext(ends_channel));
+            ELSE
+                PERFORM pg_notify(ends_channel, 'end');
+            END IF;
+        END IF;
     END
-    $fn$""",
-]
+    $fn$"""
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+_V3 = [_EXCHANGE]
+_V4 = [_EXCHANGE]  # ends announced only while someone waits for them
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 
