@@ -130,6 +130,7 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
     DECLARE
         now_ timestamptz := coalesce(at, now());
         ended_some boolean := false;
+        nobody_waits boolean;
     BEGIN
         -- A claim locks the node's row first, as a drain or a delete does:
         -- locks always taken in the same order cannot deadlock.
@@ -213,12 +214,19 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         -- Ends are announced only while a command waits for them
         -- (REGISTERING_LOCK above), and last: a NOTIFY holds a lock that
         -- serialises every notifying commit on the server, fsync included,
-        -- and wakes every listening session.
+        -- and wakes every listening session. One step at a time, as SQL
+        -- promises no order for the operands of AND: `waiting` is a
+        -- session's lock, which a rollback would not release.
         IF ended_some THEN
-            IF pg_try_advisory_xact_lock_shared({REGISTERING_LOCK}, hashtext(ends_channel))
-                    AND pg_try_advisory_lock({WAITING_LOCK}, hashtext(ends_channel)) THEN
-                PERFORM pg_advisory_unlock({WAITING_LOCK}, hashtext(ends_channel));
-            ELSE
+            nobody_waits := pg_try_advisory_xact_lock_shared({REGISTERING_LOCK},
+                                                             hashtext(ends_channel));
+            IF nobody_waits THEN
+                nobody_waits := pg_try_advisory_lock({WAITING_LOCK}, hashtext(ends_channel));
+                IF nobody_waits THEN
+                    PERFORM pg_advisory_unlock({WAITING_LOCK}, hashtext(ends_channel));
+                END IF;
+            END IF;
+            IF NOT nobody_waits THEN
                 PERFORM pg_notify(ends_channel, 'end');
             END IF;
         END IF;
