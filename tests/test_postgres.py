@@ -36,7 +36,7 @@ from octonodes.settings import SETTINGS, parse_duration
 from octonodes.store.base import Finish, LogChunk, Registration
 from octonodes.store.postgres import PostgresStore
 from octonodes.store.postgres_listen import TASK_ENDS, channel_for
-from octonodes.store.postgres_schema import REGISTERING_LOCK
+from octonodes.store.postgres_schema import REGISTERING_LOCK, WAITING_LOCK
 from octonodes.worker import WORKER_BUSY_TIMEOUT, Worker
 
 SKEW = 300.0
@@ -503,6 +503,12 @@ def test_task_ends_are_announced_only_while_a_command_waits(cluster, db, admin):
         assert heard(bystander, 10, stop_after=1) == ["end"]
     finally:
         waiter.close()
+    # Its session's lock goes when the server has ended the session.
+    wait_until(lambda: admin.execute(
+        """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s
+           AND objid = (hashtext(%s)::bigint & 4294967295)::oid AND objsubid = 2""",
+        (WAITING_LOCK, channel_for(store.schema, TASK_ENDS))).fetchone()[0] == 0, 10,
+        message="the waiter's session to end")
     end_one()
     assert heard(bystander, 0.5) == [], "announced an end after the waiter left"
     bystander.close()
