@@ -7,7 +7,7 @@ single write lock did there:
   locking the claiming node's row, so drain, cap and liveness are read inside
   the claim and two claims by one node cannot together pass its cap. A busy
   node's output, ends and claim are one call of `octonodes_exchange`, a
-  PL/pgSQL function the schema holds (`postgres_schema`, version 3).
+  PL/pgSQL function the schema holds (`postgres_schema`).
 - Times are `timestamptz` from the server's clock (`now()`), so hosts with
   skewed clocks agree; a clock injected by a test replaces it everywhere.
 - Writes that a node or a waiting command must react to send `pg_notify`;
@@ -57,7 +57,7 @@ EXCHANGE_SQL = """SELECT * FROM octonodes_exchange(%s, %s, %s,
     %s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[],
     %s::bigint[], %s::integer[], %s::bytea[], %s, %s)"""
 """What a busy node sends after each batch of ends: one statement, one round
-trip, one transaction (`postgres_schema`, version 3, says what it does)."""
+trip, one transaction (`postgres_schema` says what it does)."""
 
 
 def _utc(value: datetime | None) -> datetime | None:

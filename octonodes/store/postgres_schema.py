@@ -130,6 +130,7 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
     DECLARE
         now_ timestamptz := coalesce(at, now());
         ended_some boolean := false;
+        waiters_key integer;
         nobody_waits boolean;
     BEGIN
         -- A claim locks the node's row first, as a drain or a delete does:
@@ -218,12 +219,12 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         -- promises no order for the operands of AND: `waiting` is a
         -- session's lock, which a rollback would not release.
         IF ended_some THEN
-            nobody_waits := pg_try_advisory_xact_lock_shared({REGISTERING_LOCK},
-                                                             hashtext(ends_channel));
+            waiters_key := hashtext(ends_channel);
+            nobody_waits := pg_try_advisory_xact_lock_shared({REGISTERING_LOCK}, waiters_key);
             IF nobody_waits THEN
-                nobody_waits := pg_try_advisory_lock({WAITING_LOCK}, hashtext(ends_channel));
+                nobody_waits := pg_try_advisory_lock({WAITING_LOCK}, waiters_key);
                 IF nobody_waits THEN
-                    PERFORM pg_advisory_unlock({WAITING_LOCK}, hashtext(ends_channel));
+                    PERFORM pg_advisory_unlock({WAITING_LOCK}, waiters_key);
                 END IF;
             END IF;
             IF NOT nobody_waits THEN
