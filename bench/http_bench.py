@@ -303,7 +303,7 @@ def _node_upload(port: int, key: str, body: Body, sha256: str) -> float:
 def bench_upload(dbs: Databases, sizes: Sizes) -> Result:
     cluster = new_cluster(dbs, "upload")
     store = dbs.package_store(cluster)
-    _, key = cluster.add_api_key("bench")
+    _, key = cluster.add_api_key("bench", "packages")
     port = free_port()
     node = start_node(cluster.db, "node-0", "--cap", "0", "--listen", f"127.0.0.1:{port}")
     try:

@@ -33,8 +33,19 @@ def generate_key() -> str:
     return KEY_PREFIX + "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
 
 
+ROLE_HASH_PREFIX = "role:"
+
+
 def hash_key(key: str) -> str:
-    """What the database keeps instead of the key (see the module docstring)."""
+    """What the database keeps instead of a key made since keys have roles
+    (see the module docstring). The prefix keeps such keys unknown to older
+    versions of octonodes sharing the database during a rolling upgrade:
+    they would let any key do anything, so they refuse these keys instead."""
+    return ROLE_HASH_PREFIX + legacy_hash(key)
+
+
+def legacy_hash(key: str) -> str:
+    """What the database kept for a key made before roles (now an admin key)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 

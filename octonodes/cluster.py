@@ -7,16 +7,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from .errors import TimedOut, UsageError
+from . import audit
+from .audit import Action, Event, EventFilter
+from .errors import DatabaseError, TimedOut, UsageError
 from .models import (Node, NodeStatus, OfflineReason, Task, TaskState, validate_cap,
                      validate_name)
+from .roles import Role, parse_role
 from .settings import ClusterSettings, format_duration
 from .store import Store, open_store
-from .store.base import ApiKey, Clock, QueueSummary, TaskSpec
+from .store.base import LAST_USE_PRECISION, ApiKey, Clock, QueueSummary, TaskSpec
 
 if TYPE_CHECKING:
     from .packages import Package, PackageFolder
 
+FOLLOW_LOOK_BACK = 1000
+"""Event ids `follow_events` reads again (see there)."""
 POLL_INTERVAL = 0.05
 """How often a waiting command looks for a change it cannot be told about."""
 
@@ -60,7 +65,13 @@ def _validate_seconds(label: str, value: float | None) -> float | None:
 
 
 class Cluster:
-    """A cluster's nodes, tasks and settings, through its database."""
+    """A cluster's nodes, tasks and settings, through its database.
+
+    Every method that changes something records an event in the same
+    transaction (SPEC 10). They take keyword-only `actor` (who: by default
+    `OCTONODES_ACTOR`, else `user@host`) and, where a change may be
+    explained, `reason` (at most 500 characters).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -90,8 +101,8 @@ class Cluster:
     def stored_settings(self) -> dict[str, str]:
         return self.store.stored_settings()
 
-    def set_setting(self, key: str, value: str) -> None:
-        self.store.set_setting(key, value)
+    def set_setting(self, key: str, value: str, *, actor: str | None = None) -> None:
+        self.store.set_setting(key, value, audit.change(actor))
 
     # -- nodes --------------------------------------------------------------
 
@@ -102,22 +113,29 @@ class Cluster:
     def node(self, name: str, *, with_tasks: bool = True) -> Node:
         return self.store.node(validate_name(name), with_tasks=with_tasks)
 
-    def drain(self, name: str) -> bool:
-        """Turn drain on; True if it was off."""
-        return not self.store.set_drain(validate_name(name), True)
+    def drain(self, name: str, *, actor: str | None = None, reason: str | None = None) -> bool:
+        """Turn drain on; True if it was off. The node keeps the reason, the
+        actor and the time until it is undrained."""
+        change = audit.change(actor, reason)
+        return not self.store.set_drain(validate_name(name), True, change)
 
-    def undrain(self, name: str) -> bool:
+    def undrain(self, name: str, *, actor: str | None = None, reason: str | None = None) -> bool:
         """Turn drain off; True if it was on."""
-        return self.store.set_drain(validate_name(name), False)
+        change = audit.change(actor, reason)
+        return self.store.set_drain(validate_name(name), False, change)
 
-    def set_cap(self, name: str, cap: int) -> int:
+    def set_cap(self, name: str, cap: int, *, actor: str | None = None,
+                reason: str | None = None) -> int:
         """Set a node's task cap; returns the previous one."""
-        return self.store.set_cap(validate_name(name), validate_cap(cap))
+        change = audit.change(actor, reason)
+        return self.store.set_cap(validate_name(name), validate_cap(cap), change)
 
-    def delete(self, name: str, force: bool = False) -> list[int]:
+    def delete(self, name: str, force: bool = False, *, actor: str | None = None,
+               reason: str | None = None) -> list[int]:
         """Remove a node (refused while online or busy unless `force`); returns
         the ids of the tasks `force` failed."""
-        return self.store.delete_node(validate_name(name), force=force)
+        change = audit.change(actor, reason)
+        return self.store.delete_node(validate_name(name), force=force, change=change)
 
     def wait_idle(self, name: str, timeout: float | None = None,
                   progress: Callable[[Node], None] | None = None) -> Node:
@@ -138,13 +156,13 @@ class Cluster:
 
     def add_task(self, command: Sequence[str], *, name: str | None = None,
                  timeout: float | None = None, queue_timeout: float | None = None,
-                 retries: int = 0) -> Task:
+                 retries: int = 0, actor: str | None = None) -> Task:
         """Queue one task; returns it."""
         return self.add_tasks([TaskSpec(
             command=_validate_command(command), name=name,
             timeout=_validate_seconds("timeout", timeout),
             queue_timeout=_validate_seconds("queue timeout", queue_timeout),
-            retries=self._retries(retries))])[0]
+            retries=self._retries(retries))], actor=actor)[0]
 
     @staticmethod
     def _retries(retries: int) -> int:
@@ -152,11 +170,13 @@ class Cluster:
             raise UsageError(f"invalid retries {retries!r}: it must be a whole number, 0 or more")
         return retries
 
-    def add_tasks(self, commands: Iterable[Sequence[str] | TaskSpec]) -> list[Task]:
-        """Queue many tasks in one transaction; returned in order."""
+    def add_tasks(self, commands: Iterable[Sequence[str] | TaskSpec], *,
+                  actor: str | None = None) -> list[Task]:
+        """Queue many tasks in one transaction (one event for the batch);
+        returned in order."""
         specs = [c if isinstance(c, TaskSpec) else TaskSpec(command=_validate_command(c))
                  for c in commands]
-        return self.store.add_tasks(specs)
+        return self.store.add_tasks(specs, audit.change(actor))
 
     def task(self, task_id: int) -> Task:
         return self.store.task(task_id)
@@ -168,10 +188,11 @@ class Cluster:
             raise UsageError(f"invalid limit {limit!r}: it must be 1 or more")
         return self.store.tasks(node=node, states=[TaskState(s) for s in states], limit=limit)
 
-    def cancel(self, task_id: int) -> tuple[Task, bool]:
+    def cancel(self, task_id: int, *, actor: str | None = None,
+               reason: str | None = None) -> tuple[Task, bool]:
         """Queued ends Canceled at once; Executing becomes Cancelling and its
         node stops it. Returns the task and whether this call changed it."""
-        return self.store.cancel(task_id)
+        return self.store.cancel(task_id, audit.change(actor, reason))
 
     def wait(self, task_id: int, timeout: float | None = None) -> Task:
         """Block until the task has ended and return it; TimedOut past `timeout`."""
@@ -207,32 +228,87 @@ class Cluster:
 
     # -- API keys and packages (the nodes' HTTP API) ------------------------
 
-    def add_api_key(self, name: str) -> tuple[ApiKey, str]:
-        """Make a new API key; returns its record and the key itself, which
-        is never stored (only its hash) and cannot be shown again."""
+    def add_api_key(self, name: str, role: Role | str = Role.VIEWER, *,
+                    actor: str | None = None) -> tuple[ApiKey, str]:
+        """Make a new API key with `role`; returns its record and the key
+        itself, which is never stored (only its hash) and cannot be shown again."""
         from .apikeys import generate_key, hash_key, validate_key_name
 
+        name, role = validate_key_name(name), parse_role(role)
+        change = audit.change(actor)
         key = generate_key()
-        return self.store.add_api_key(validate_key_name(name), hash_key(key)), key
+        return self.store.add_api_key(name, hash_key(key), role, change), key
 
     def api_keys(self) -> list[ApiKey]:
-        """Every key's record (name, created, revoked), revoked ones too."""
+        """Every key's record (name, role, created, last used, revoked), revoked ones too."""
         return self.store.api_keys()
 
-    def revoke_api_key(self, name: str) -> bool:
+    def revoke_api_key(self, name: str, *, actor: str | None = None) -> bool:
         """Revoke a key at once; True if it was active. NotFound for an unknown name."""
         from .apikeys import validate_key_name
 
-        return self.store.revoke_api_key(validate_key_name(name))
+        return self.store.revoke_api_key(validate_key_name(name), audit.change(actor))
 
     def verify_api_key(self, key: str) -> ApiKey | None:
-        """The record of an active key; None for a malformed, unknown or revoked one."""
-        from .apikeys import hash_key, well_formed
+        """The record (name, role) of an active key; None for a malformed,
+        unknown or revoked one. Looked up at every call, so a revocation
+        holds from its commit. Notes the key's last use (once a minute)."""
+        from .apikeys import hash_key, legacy_hash, well_formed
 
         if not well_formed(key):
             return None
-        found = self.store.api_key_by_hash(hash_key(key))
-        return found if found is not None and not found.revoked else None
+        found = self.store.api_key_by_hash(hash_key(key), legacy_hash(key))
+        if found is None or found.revoked:
+            return None
+        now = self.store.now()
+        if found.last_used_at is None or \
+                (now - found.last_used_at).total_seconds() >= LAST_USE_PRECISION:
+            try:
+                self.store.note_api_key_use(found.name, LAST_USE_PRECISION)
+            except DatabaseError:
+                pass  # a busy database must not refuse the request: the note is a courtesy
+        return found
+
+    # -- the audit trail --------------------------------------------------------
+
+    def events(self, *, node: str | None = None, task: int | None = None,
+               actions: Iterable[Action | str] = (), actor: str | None = None,
+               since: datetime | float | None = None, after_id: int | None = None,
+               limit: int | None = 50) -> list[Event]:
+        """Audit events, newest first. `since` is a time, or seconds before now;
+        `actor` matches any part of the actor, ignoring case."""
+        if limit is not None and limit < 1:
+            raise UsageError(f"invalid limit {limit!r}: it must be 1 or more")
+        if isinstance(since, (int, float)):
+            since = self.store.now() - timedelta(seconds=_validate_seconds("since", since))
+        where = EventFilter(
+            node=validate_name(node) if node is not None else None, task=task,
+            actions=tuple(audit.parse_action(a) for a in actions), actor=actor or None,
+            since=since, after_id=after_id, limit=limit)
+        return self.store.events(where)
+
+    def newest_event_id(self) -> int:
+        """The id of the newest event (0 when none): where following starts."""
+        newest = self.store.events(EventFilter(limit=1))
+        return newest[0].id if newest else 0
+
+    def follow_events(self, after_id: int, *, poll: float = 1.0, **filters) -> Iterator[Event]:
+        """The events after `after_id` that match, oldest first, as they are
+        recorded, forever: woken by each commit, as `log(follow=True)` is.
+        Looks back FOLLOW_LOOK_BACK ids each time, because on PostgreSQL a
+        transaction may commit after another that took a later id."""
+        seen: set[int] = set()
+        last = after_id
+        while True:
+            fresh = self.events(**filters, after_id=max(after_id, last - FOLLOW_LOOK_BACK),
+                                limit=None)
+            for event in reversed(fresh):
+                if event.id not in seen:
+                    seen.add(event.id)
+                    last = max(last, event.id)
+                    yield event
+            seen = {i for i in seen if i > last - FOLLOW_LOOK_BACK}
+            self._pause(None, poll)
 
     def package_folder(self) -> "PackageFolder":
         """The shared package store (the `package_store` setting, or beside

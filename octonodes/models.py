@@ -155,6 +155,11 @@ class Node:
     instance_id: str | None = None
     offline_reason: OfflineReason | None = None
     offline_since: datetime | None = None
+    drain_reason: str | None = None
+    drained_by: str | None = None
+    drained_at: datetime | None = None
+    """While drain is on: why, who turned it on, and when (None when unknown:
+    drained by a version that did not record it)."""
     active_tasks: list[Task] | None = field(default=None)
 
     @property
@@ -169,6 +174,9 @@ class Node:
             "task_cap": self.task_cap,
             "tasks": self.tasks,
             "drain": self.drain,
+            "drain_reason": self.drain_reason,
+            "drained_by": self.drained_by,
+            "drained_at": _iso(self.drained_at),
             "offline_reason": str(self.offline_reason) if self.offline_reason else None,
             "offline_since": _iso(self.offline_since),
             "started_at": _iso(self.started_at),
@@ -225,4 +233,9 @@ def make_node(row: dict, *, now: datetime, running: int, offline_after: float) -
         instance_id=row.get("instance_id"),
         offline_reason=reason,
         offline_since=since,
+        # Only while drain is on: an older version may have undrained the
+        # node without clearing them.
+        drain_reason=row.get("drain_reason") if row["drain"] else None,
+        drained_by=row.get("drained_by") if row["drain"] else None,
+        drained_at=row.get("drained_at") if row["drain"] else None,
     )

@@ -152,12 +152,15 @@ def _when(value: datetime | None) -> str:
 
 def api_keys_table(keys: Iterable, now: datetime, db: str) -> Table:
     table = Table(title=f"API keys in {db}", title_justify="left", title_style="dim")
-    for column in ("Name", "Created", "Revoked"):
+    for column in ("Name", "Role", "Created", "Last used", "Revoked"):
         table.add_column(column)
     for key in keys:
         table.add_row(
             Text(key.name, style="dim" if key.revoked else "bold"),
+            str(key.role),
             f"{ago(now, key.created_at)} ({_when(key.created_at)})",
+            f"{ago(now, key.last_used_at)} ({_when(key.last_used_at)})"
+            if key.last_used_at else "never",
             Text(f"{ago(now, key.revoked_at)} ({_when(key.revoked_at)})", style="red")
             if key.revoked else "-",
         )

@@ -75,6 +75,27 @@ def _parse_path(text: str) -> str:
     return text
 
 
+def parse_proxies(text: str) -> tuple:
+    """Addresses and networks (`10.0.0.5, 10.1.0.0/16, ::1`), comma-separated;
+    empty for none."""
+    import ipaddress
+
+    networks = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise UsageError(f"invalid trusted proxy {part!r}: write an IP address or a "
+                             "network (10.0.0.5, 10.1.0.0/16), comma-separated") from None
+    return tuple(networks)
+
+
+def format_proxies(networks: tuple) -> str:
+    return ",".join(str(n) if n.num_addresses > 1 else str(n.network_address) for n in networks)
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -101,6 +122,10 @@ SETTINGS: dict[str, Setting] = {
                 "finished tasks and their logs are pruned after this long"),
         Setting("package_store", "", _parse_path, str,
                 "folder of uploaded packages (default: beside the SQLite file; required with PostgreSQL)"),
+        Setting("event_retention", "365d", parse_duration, format_duration,
+                "audit events are pruned after this long"),
+        Setting("trusted_proxies", "", parse_proxies, format_proxies,
+                "addresses or networks of proxies whose X-Forwarded-For names the client (comma-separated)"),
     )
 }
 
@@ -116,6 +141,8 @@ class ClusterSettings:
     cancel_grace: float = 10.0
     task_retention: float = 30 * 86400.0
     package_store: str = ""
+    event_retention: float = 365 * 86400.0
+    trusted_proxies: tuple = ()
 
     @classmethod
     def from_stored(cls, stored: dict[str, str]) -> "ClusterSettings":
@@ -130,7 +157,7 @@ def _parse_stored(stored: tuple[tuple[str, str], ...]) -> ClusterSettings:
     values = {}
     for key, setting in SETTINGS.items():
         raw = given.get(key, setting.default)
-        values[key] = setting.parse(raw) if raw != "" else ""
+        values[key] = setting.parse(raw) if raw != "" else getattr(ClusterSettings, key)
     return ClusterSettings(**values)
 
 

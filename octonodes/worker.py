@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .audit import node_actor
 from .errors import DatabaseError, NotFound, Refused
 from .execute import KillReason, Outcome, TaskEvents, TaskRun, base_environment
 from .livestate import LiveState
@@ -95,6 +96,7 @@ class Worker:
         self._next_log_flush = 0.0
         self._finishes_since = 0.0
         self._last_ok = 0.0
+        self._fence_note: dict | None = None  # a fence not yet in the audit trail
         self._look = True
         self._cold_deadline: float | None = None
         self._failing_since: float | None = None
@@ -256,11 +258,23 @@ class Worker:
         self._next_check_in = now + self.settings.heartbeat_interval
         self._set_live(result.node, now, fenced=False)
         self._look = True
+        self._note_fence()
         self._reap(now)
+
+    def _note_fence(self) -> None:
+        """A fence is recorded once the database can be reached again."""
+        if self._fence_note is None:
+            return
+        try:
+            self.store.note_fenced(self.name, self.instance_id, self._fence_note)
+        except DatabaseError as exc:
+            log.warning("could not record the fence yet: %s", exc)
+            return
+        self._fence_note = None
 
     def _reap(self, now: float) -> None:
         try:
-            reaped = self.store.reap()
+            reaped = self.store.reap(actor=node_actor(self.name))
         except DatabaseError as exc:
             self._db_trouble(now, exc, "reap")
             return
@@ -289,6 +303,8 @@ class Worker:
                   f"{now - self._last_ok:.0f}s; the task was killed so it cannot run twice")
         for run in self.runs.values():
             run.kill(KillReason.FENCE, detail)
+        self._fence_note = {"cut_off_seconds": round(now - self._last_ok, 1),
+                            "killed_tasks": sorted(self.runs)}
         self._set_live(fenced=True)
 
     def _collect(self) -> None:

@@ -88,13 +88,14 @@ def test_the_key_is_never_stored_in_clear(cluster, backend):
 
 
 def test_a_version_1_database_is_upgraded_additively(tmp_path):
-    """Schema version 2 adds the API keys table and records that code at
-    version 1 may still use the database (a rolling upgrade)."""
+    """Schema version 2 adds the API keys table (3, their roles and the audit
+    trail) and records that code at version 1 may still use the database (a
+    rolling upgrade)."""
     import sqlite3
 
     import sqlite_utils
 
-    from octonodes.store.sqlite_schema import MIGRATIONS
+    from octonodes.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -107,11 +108,11 @@ def test_a_version_1_database_is_upgraded_additively(tmp_path):
     assert refused.exit_code == 6 and "octonodes init" in refused.stderr
     upgraded = cli(str(path), "init")
     assert upgraded.exit_code == 0, upgraded.output
-    assert "from schema version 1 to 2" in upgraded.stdout
+    assert f"from schema version 1 to {SCHEMA_VERSION}" in upgraded.stdout
     added = cli(str(path), "apikey", "add", "after-upgrade")
     assert added.exit_code == 0 and KEY_FORMAT.match(added.stdout.strip())
     meta = dict(sqlite3.connect(path).execute("SELECT key, value FROM meta"))
-    assert meta == {"schema_version": "2", "min_compatible": "1"}
+    assert meta == {"schema_version": str(SCHEMA_VERSION), "min_compatible": "1"}
 
 
 # -- the nodes API over HTTP --------------------------------------------------------
@@ -120,7 +121,7 @@ def test_a_version_1_database_is_upgraded_additively(tmp_path):
 @pytest.mark.slow
 def test_keys_guard_the_nodes_api(fast_cluster, start_node):
     node = start_http_node(start_node, "node-1")
-    _, key = fast_cluster.add_api_key("ops")
+    _, key = fast_cluster.add_api_key("ops", "admin")
     _, revoked = fast_cluster.add_api_key("old")
     fast_cluster.revoke_api_key("old")
     url = node.url + NODES
@@ -146,7 +147,7 @@ def test_keys_guard_the_nodes_api(fast_cluster, start_node):
 def test_nodes_list_get_details_put_delete(fast_cluster, start_node, tmp_path):
     one = start_http_node(start_node, "node-1", "--cap", "2")
     two = start_http_node(start_node, "node-2")
-    _, key = fast_cluster.add_api_key("ops")
+    _, key = fast_cluster.add_api_key("ops", "admin")
     headers = {KEY_HEADER: key}
     api = httpx.Client(base_url=one.url + NODES, headers=headers, timeout=10)
 

@@ -122,7 +122,7 @@ def test_ping_stays_fast_while_the_node_uploads_and_runs_tasks_at_its_cap(
         fast_cluster, start_node, tmp_path):
     shared_package_store(fast_cluster, tmp_path)
     node = start_http_node(start_node, "node-1", "--cap", "3")
-    key = fast_cluster.add_api_key("load")[1]
+    key = fast_cluster.add_api_key("load", "packages")[1]
     # Tasks at the cap that keep the node busy logging output, and more queued.
     busy = ["sh", "-c", 'i=0; while [ $i -lt 200000 ]; do echo "line $i"; i=$((i+1)); done']
     for _ in range(6):

@@ -156,7 +156,7 @@ def test_an_absent_store_lists_nothing(tmp_path):
 def key(fast_cluster, tmp_path) -> str:
     """An API key, on a cluster with a package store."""
     shared_package_store(fast_cluster, tmp_path)
-    return fast_cluster.add_api_key("uploads")[1]
+    return fast_cluster.add_api_key("uploads", "packages")[1]
 
 
 def _store_path(cluster) -> Path:
@@ -404,7 +404,7 @@ def test_a_full_disk_gives_507_and_leaves_nothing(fast_cluster, start_node, key,
 @pytest.mark.slow
 @pytest.mark.only_backend("postgresql")  # SQLite has a default package store
 def test_postgresql_without_a_package_store_answers_503(fast_cluster, start_node, backend):
-    key = fast_cluster.add_api_key("uploads")[1]
+    key = fast_cluster.add_api_key("uploads", "packages")[1]
     node = start_http_node(start_node, "node-1")
     response = upload(node.url, key, "Acme.Web.1.2.3.zip", b"x")
     assert response.status_code == 503, response.text

@@ -567,9 +567,9 @@ def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin):
 
 def test_a_version_2_schema_is_upgraded_additively(db, admin):
     """Version 3 adds the function a busy node calls (version 4 replaces its
-    body), and records that code at version 1 may still use the schema (a
-    rolling upgrade)."""
-    from octonodes.store.postgres_schema import MIGRATIONS
+    body), 5 roles and the audit trail, and records that code at version 1
+    may still use the schema (a rolling upgrade)."""
+    from octonodes.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 
     in_schema(admin, db)
     with admin.transaction():
@@ -582,9 +582,9 @@ def test_a_version_2_schema_is_upgraded_additively(db, admin):
     assert refused.returncode == 6 and "octonodes init" in refused.stderr, refused.stderr
     upgraded = run_cli(db, "init")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "from schema version 2 to 4" in upgraded.stdout
+    assert f"from schema version 2 to {SCHEMA_VERSION}" in upgraded.stdout
     meta = dict(admin.execute("SELECT key, value FROM meta").fetchall())
-    assert meta == {"schema_version": "4", "min_compatible": "1"}
+    assert meta == {"schema_version": str(SCHEMA_VERSION), "min_compatible": "1"}
     cluster = octonodes.open(db)
     try:
         cluster.store.register(Registration(name="node-1", instance_id="i-1", host="test-host",

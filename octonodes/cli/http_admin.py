@@ -19,24 +19,37 @@ KeyName = Annotated[str, typer.Argument(
 
 
 @apikey_app.command("add")
-def apikey_add(ctx: typer.Context, name: KeyName, json: JsonOption = False) -> None:
+def apikey_add(
+    ctx: typer.Context,
+    name: KeyName,
+    role: Annotated[str, typer.Option(
+        "--role", metavar="ROLE",
+        help="What the key may do: viewer (read), operator (viewer + drain, undrain, cap, "
+             "task add and cancel), admin (everything), packages (push and read packages).")
+    ] = "viewer",
+    json: JsonOption = False,
+) -> None:
     """Make an API key and print it, alone on stdout. It is shown this once:
     only its hash is kept.
 
-    Example: KEY=$(octonodes apikey add deploy-pipeline)
+    Example: KEY=$(octonodes apikey add deploy-pipeline --role operator)
     """
-    record, key = ctx.obj.cluster().add_api_key(name)
+    from ..roles import parse_role
+
+    parse_role(role)  # a bad role fails before the database opens
+    record, key = ctx.obj.cluster().add_api_key(name, role)
     if json:
         print_json({**record.to_json(), "key": key})
     else:
         print(key)
-    print(f"API key {record.name} created; store it now, it cannot be shown again",
+    print(f"API key {record.name} ({record.role}) created; store it now, it cannot be shown again",
           file=sys.stderr)
 
 
 @apikey_app.command("list")
 def apikey_list(ctx: typer.Context, json: JsonOption = False) -> None:
-    """The API keys: name, when created, whether and when revoked (never the keys).
+    """The API keys: name, role, when created and last used, whether and when
+    revoked (never the keys). The last use is noted to within a minute.
 
     Example: octonodes apikey list --json
     """

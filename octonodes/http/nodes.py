@@ -1,11 +1,13 @@
-"""The nodes API (API key required), with Octopus's names and shapes:
+"""The nodes API (API key required; the roles are in `server`), with
+Octopus's names and shapes:
 
 - `GET /api/octopusservernodes`: every node, as a collection (`Items`);
 - `GET /api/octopusservernodes/{name}`: one node;
 - `GET /api/octopusservernodes/{name}/details`: the node and its running tasks;
 - `PUT /api/octopusservernodes/{name}`: `IsInMaintenanceMode` (drain) and/or
-  `MaxConcurrentTasks` (task cap); other fields of the resource are ignored,
-  so a client may send back what it read;
+  `MaxConcurrentTasks` (task cap), with `DrainReason` kept as the reason;
+  other fields of the resource are ignored, so a client may send back what
+  it read;
 - `DELETE /api/octopusservernodes/{name}`: the CLI's guards (409 while the
   node is online or has active tasks).
 
@@ -23,10 +25,10 @@ from starlette.responses import JSONResponse, Response
 from ..cluster import Cluster
 from ..errors import UsageError
 from ..models import Node, Task
-from .auth import authenticated
 from .context import iso
 
 DRAIN_FIELD = "IsInMaintenanceMode"
+REASON_FIELD = "DrainReason"
 CAP_FIELD = "MaxConcurrentTasks"
 MAX_BODY = 64 * 1024
 """Bytes a PUT may send; 413 past it."""
@@ -47,6 +49,9 @@ def node_resource(node: Node) -> dict:
         "Host": node.host,
         "HttpAddress": node.http_address,
         "StartedAt": iso(node.started_at),
+        "DrainReason": node.drain_reason,
+        "DrainedBy": node.drained_by,
+        "DrainedAt": iso(node.drained_at),
     }
 
 
@@ -62,7 +67,6 @@ def _context(request: Request):
     return request.app.state.context
 
 
-@authenticated
 async def list_nodes(request: Request) -> JSONResponse:
     nodes = await _context(request).call(lambda c: c.nodes())
     items = [node_resource(n) for n in nodes]
@@ -70,14 +74,12 @@ async def list_nodes(request: Request) -> JSONResponse:
                          "ItemsPerPage": len(items), "Items": items})
 
 
-@authenticated
 async def get_node(request: Request) -> JSONResponse:
     name = request.path_params["name"]
     node = await _context(request).call(lambda c: c.node(name, with_tasks=False))
     return JSONResponse(node_resource(node))
 
 
-@authenticated
 async def node_details(request: Request) -> JSONResponse:
     name = request.path_params["name"]
     node = await _context(request).call(lambda c: c.node(name, with_tasks=True))
@@ -85,7 +87,7 @@ async def node_details(request: Request) -> JSONResponse:
                          "RunningTasks": [task_resource(t) for t in node.active_tasks or []]})
 
 
-async def _changes(request: Request) -> tuple[bool | None, int | None]:
+async def _changes(request: Request) -> tuple[bool | None, int | None, str | None]:
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -105,27 +107,31 @@ async def _changes(request: Request) -> tuple[bool | None, int | None]:
         raise UsageError(f"{DRAIN_FIELD} must be true or false, not {drain!r}")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)):
         raise UsageError(f"{CAP_FIELD} must be an integer from 0 to 1000, not {cap!r}")
-    return drain, cap
+    reason = doc.get(REASON_FIELD)
+    if reason is not None and not isinstance(reason, str):
+        raise UsageError(f"{REASON_FIELD} must be text, not {reason!r}")
+    return drain, cap, reason
 
 
-@authenticated
 async def update_node(request: Request) -> JSONResponse:
     name = request.path_params["name"]
-    drain, cap = await _changes(request)
+    drain, cap, reason = await _changes(request)
+    actor = request.state.actor
 
     def apply(cluster: Cluster) -> Node:
         cluster.node(name, with_tasks=False)  # 404 before anything changes
         if cap is not None:
-            cluster.set_cap(name, cap)
+            cluster.set_cap(name, cap, actor=actor, reason=reason)
         if drain is not None:
-            cluster.drain(name) if drain else cluster.undrain(name)
+            change = cluster.drain if drain else cluster.undrain
+            change(name, actor=actor, reason=reason)
         return cluster.node(name, with_tasks=False)
 
     return JSONResponse(node_resource(await _context(request).call(apply)))
 
 
-@authenticated
 async def delete_node(request: Request) -> Response:
     name = request.path_params["name"]
-    await _context(request).call(lambda c: c.delete(name, force=False))
+    actor = request.state.actor
+    await _context(request).call(lambda c: c.delete(name, force=False, actor=actor))
     return Response(status_code=204)

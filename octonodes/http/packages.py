@@ -33,7 +33,6 @@ from ..errors import UsageError
 from ..incoming import Incoming
 from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
                         parse_file_name)
-from .auth import authenticated
 from .context import iso
 
 log = logging.getLogger("octonodes.http")
@@ -178,7 +177,6 @@ def _when_done(in_flight: asyncio.Future | None, release) -> None:
     in_flight.add_done_callback(lambda _done: _when_done(_done, release))
 
 
-@authenticated
 async def upload(request: Request) -> Response:
     mode = overwrite_mode(request)
     context = request.app.state.context

@@ -21,9 +21,10 @@ import time
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import Route
 
 from ..errors import CannotListen
+from ..roles import Role
+from .access import route
 from .context import HttpContext
 from .errors import EXCEPTION_HANDLERS
 from .metrics import metrics_endpoint
@@ -46,16 +47,17 @@ MALLOC_TRIM_THRESHOLD = 8 * 1024 * 1024
 
 
 def build_app(context: HttpContext) -> Starlette:
+    # The role table: what each route needs (octonodes.roles; None is public).
     routes = [
-        Route(f"{NODES}/ping", ping, methods=["GET", "HEAD"]),
-        Route(NODES, list_nodes, methods=["GET"]),
-        Route(f"{NODES}/{{name}}", get_node, methods=["GET"]),
-        Route(f"{NODES}/{{name}}", update_node, methods=["PUT"]),
-        Route(f"{NODES}/{{name}}", delete_node, methods=["DELETE"]),
-        Route(f"{NODES}/{{name}}/details", node_details, methods=["GET"]),
-        Route("/api/{space}/packages/raw", upload, methods=["POST"]),
-        Route("/api/packages/raw", upload, methods=["POST"]),
-        Route("/metrics", metrics_endpoint(context), methods=["GET"]),
+        route(f"{NODES}/ping", ping, methods=["GET", "HEAD"], role=None),
+        route(NODES, list_nodes, methods=["GET"], role=Role.VIEWER),
+        route(f"{NODES}/{{name}}", get_node, methods=["GET"], role=Role.VIEWER),
+        route(f"{NODES}/{{name}}", update_node, methods=["PUT"], role=Role.OPERATOR),
+        route(f"{NODES}/{{name}}", delete_node, methods=["DELETE"], role=Role.ADMIN),
+        route(f"{NODES}/{{name}}/details", node_details, methods=["GET"], role=Role.VIEWER),
+        route("/api/{space}/packages/raw", upload, methods=["POST"], role=Role.PACKAGES),
+        route("/api/packages/raw", upload, methods=["POST"], role=Role.PACKAGES),
+        route("/metrics", metrics_endpoint(context), methods=["GET"], role=None),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     app.state.context = context

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable
 
+from ..audit import Action, Change, Event, EventFilter
 from ..models import Node, Task, TaskState
+from ..roles import Role
 from ..settings import ClusterSettings
 
 Clock = Callable[[], datetime]
@@ -107,6 +109,9 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None = None
+    role: Role = Role.ADMIN
+    last_used_at: datetime | None = None
+    """When a request last came with it, to within LAST_USE_PRECISION."""
 
     @property
     def revoked(self) -> bool:
@@ -116,8 +121,14 @@ class ApiKey:
         def iso(value: datetime | None) -> str | None:
             return value.isoformat().replace("+00:00", "Z") if value else None
 
-        return {"name": self.name, "created_at": iso(self.created_at),
+        return {"name": self.name, "role": str(self.role), "created_at": iso(self.created_at),
+                "last_used_at": iso(self.last_used_at),
                 "revoked": self.revoked, "revoked_at": iso(self.revoked_at)}
+
+
+LAST_USE_PRECISION = 60.0
+"""Seconds: a key's last use is written at most this often, so a busy
+client costs one write a minute, not one a request."""
 
 
 class Store(ABC):
@@ -214,8 +225,9 @@ class Store(ABC):
         """Only the keys someone has set, as stored."""
 
     @abstractmethod
-    def set_setting(self, key: str, value: str) -> None:
-        """Validate `value` against the other settings in one transaction and store it."""
+    def set_setting(self, key: str, value: str, change: Change | None = None) -> None:
+        """Validate `value` against the other settings in one transaction and
+        store it, with its event (none when the value stays the same)."""
 
     # -- nodes --------------------------------------------------------------
 
@@ -240,26 +252,37 @@ class Store(ABC):
         taken over by another instance: the caller must stop."""
 
     @abstractmethod
-    def mark_stopped(self, name: str, instance_id: str) -> None: ...
+    def mark_stopped(self, name: str, instance_id: str) -> None:
+        """A clean stop (recorded once, as the node's own event)."""
 
     @abstractmethod
-    def set_drain(self, name: str, on: bool) -> bool:
-        """Returns the previous drain flag. NotFound for an unknown node."""
+    def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
+        """Record, once it can, that the node fenced itself while cut off."""
+
+    # Every change below records its event in the same transaction, with
+    # `change` (who and why; the default actor when None), and records none
+    # when nothing changed.
 
     @abstractmethod
-    def set_cap(self, name: str, cap: int) -> int:
+    def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
+        """Returns the previous drain flag. NotFound for an unknown node.
+        Drain on keeps who turned it on, why and when; drain off clears them."""
+
+    @abstractmethod
+    def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
         """Returns the previous cap. NotFound for an unknown node."""
 
     @abstractmethod
-    def delete_node(self, name: str, *, force: bool) -> list[int]:
+    def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
         """Remove a node; Refused while online or with active tasks unless
         `force`, which fails its active tasks as "node deleted" (their ids)."""
 
     # -- tasks --------------------------------------------------------------
 
     @abstractmethod
-    def add_tasks(self, specs: Iterable[TaskSpec]) -> list[Task]:
-        """Queue many tasks in one transaction; returned in order."""
+    def add_tasks(self, specs: Iterable[TaskSpec], change: Change | None = None) -> list[Task]:
+        """Queue many tasks in one transaction, one event for the batch;
+        returned in order."""
 
     @abstractmethod
     def task(self, task_id: int) -> Task:
@@ -271,7 +294,7 @@ class Store(ABC):
         """Newest first."""
 
     @abstractmethod
-    def cancel(self, task_id: int) -> tuple[Task, bool]:
+    def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
         """Queued -> Canceled; Executing -> Cancelling. Returns the task after
         and whether this call changed it (False for an already ended or
         cancelling task)."""
@@ -320,9 +343,11 @@ class Store(ABC):
         """(sequence, bytes) chunks after sequence `after`, in order."""
 
     @abstractmethod
-    def reap(self) -> Reaped:
+    def reap(self, actor: str | None = None) -> Reaped:
         """Housekeeping any node does: end lost nodes' tasks (or requeue those
-        with retries left), time out tasks waiting too long, prune old ones."""
+        with retries left), time out tasks waiting too long, prune old ones,
+        record nodes found lost (`actor`: the node that found them), and
+        prune events past `event_retention`."""
 
     @abstractmethod
     def queue_summary(self) -> QueueSummary: ...
@@ -330,7 +355,8 @@ class Store(ABC):
     # -- API keys (schema version 2) ------------------------------------------
 
     @abstractmethod
-    def add_api_key(self, name: str, key_hash: str) -> ApiKey:
+    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
+                    change: Change | None = None) -> ApiKey:
         """Store a new key's hash under `name`; Refused if the name is taken
         (revoked keys keep their names)."""
 
@@ -339,10 +365,27 @@ class Store(ABC):
         """All keys, revoked ones too, by name."""
 
     @abstractmethod
-    def revoke_api_key(self, name: str) -> bool:
+    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
         """Revoke a key; True if this call revoked it, False if it already was.
         NotFound for an unknown name."""
 
     @abstractmethod
-    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The key whose hash this is, revoked or not; None if none."""
+    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
+        """The key whose hash is one of these, revoked or not; None if none."""
+
+    @abstractmethod
+    def note_api_key_use(self, name: str, precision: float) -> None:
+        """Set the key's last use to now, unless it is already within `precision` seconds."""
+
+    # -- the audit trail (schema version 3 on SQLite, 5 on PostgreSQL) ------------
+
+    @abstractmethod
+    def events(self, where: EventFilter) -> list[Event]:
+        """Events that match, newest first."""
+
+    @abstractmethod
+    def record(self, change: Change, action: Action, target: str, *,
+               during: Callable[[], None] | None = None, **fields) -> None:
+        """Record an event for a change made outside the database (a package
+        pushed or deleted): `during()` makes it inside the event's
+        transaction, and if it raises the event is rolled back."""

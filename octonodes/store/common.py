@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ..audit import Action
 from ..errors import Refused
-from ..models import Node, TaskState
+from ..models import Node, Task, TaskState
 
 ACTIVE = (TaskState.EXECUTING.value, TaskState.CANCELLING.value)
 
@@ -49,3 +50,35 @@ def default_task_name(command: list[str]) -> str:
 
     name = shlex.join(command)
     return name if len(name) <= 80 else name[:77] + "..."
+
+
+# -- what the audit trail records of each change (both backends alike) -----------
+
+def registered_event(node: Node, reg, took_over: str | None, ended: list[int]) -> dict:
+    details = {"instance": reg.instance_id, "host": reg.host, "pid": reg.pid,
+               "version": reg.version, "task_cap": node.task_cap, "drain": node.drain}
+    if took_over:
+        details["took_over"] = took_over
+    if ended:
+        details["ended_tasks"] = ended
+    return dict(action=Action.NODE_TAKE_OVER if took_over else Action.NODE_REGISTER,
+                target=node.name, node=node.name, task_ids=ended, details=details)
+
+
+def deleted_event(node: Node, force: bool, failed: list[int]) -> dict:
+    return dict(action=Action.NODE_DELETE, target=node.name, node=node.name, task_ids=failed,
+                details={"force": force, "status": str(node.status), "failed_tasks": sorted(failed)})
+
+
+def added_event(tasks: list[Task]) -> dict:
+    ids = [t.id for t in tasks]
+    target = f"task {ids[0]}" if len(ids) == 1 else f"{len(ids)} tasks, {min(ids)}-{max(ids)}"
+    details: dict = {"count": len(ids)}
+    if len(tasks) == 1:
+        details.update(name=tasks[0].name, command=tasks[0].command)
+    return dict(action=Action.TASK_ADD, target=target, task_ids=ids, details=details)
+
+
+def canceled_event(before: Task, after: Task) -> dict:
+    return dict(action=Action.TASK_CANCEL, target=f"task {before.id}", node=before.node,
+                task_ids=[before.id], details={"old": str(before.state), "new": str(after.state)})

@@ -27,12 +27,15 @@ from __future__ import annotations
 import weakref
 from functools import partial
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from .. import audit
+from ..audit import Action, Change, Event, EventFilter, node_actor
 from ..errors import DatabaseError, NotFound, Refused, SchemaMismatch
 from ..models import Node, Task, TaskState, make_node
+from ..roles import Role
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
-from . import common
+from . import audit_sql, common
 from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
@@ -41,7 +44,8 @@ from .postgres_schema import SCHEMA_VERSION, TABLES
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
 NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
-    n.stopped_at, n.version, n.host, n.pid, n.http_address, n.heartbeat_interval, n.instance_id"""
+    n.stopped_at, n.version, n.host, n.pid, n.http_address, n.heartbeat_interval, n.instance_id,
+    n.drain_reason, n.drained_by, n.drained_at"""
 _TASK_FIELDS = ("id", "name", "command", "state", "node", "instance_id", "queued_at",
                 "started_at", "finished_at", "exit_code", "error", "timeout", "queue_timeout",
                 "retries", "attempt")
@@ -52,6 +56,11 @@ RUNNING_COUNT_SQL = (
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
+
+NEWLY_LOST_SQL = """n.stopped_at IS NULL AND n.instance_id IS NOT NULL
+    AND n.lost_instance IS DISTINCT FROM n.instance_id
+    AND n.last_seen < %s - greatest(%s, 2 * coalesce(n.heartbeat_interval, 0)) * interval '1 second'"""
+"""A node offline without a clean stop, not yet recorded lost (arguments: now, offline_after)."""
 
 EXCHANGE_SQL = """SELECT * FROM octonodes_exchange(%s, %s, %s,
     %s::bigint[], %s::integer[], %s::text[], %s::integer[], %s::text[],
@@ -212,6 +221,12 @@ class PostgresStore(Store):
         now = self._clock() if self._clock else _utc(row["now"])
         return ClusterSettings.from_stored(row["settings"]), now
 
+    def _event(self, cur: Any, change: Change, action: Action, target: str, **fields) -> None:
+        """Record a change in the caller's transaction: both or neither."""
+        cur.execute(*audit_sql.insert("%s", self._injected(), change, action, target,
+                                      at_sql=NOW_SQL, **fields))
+        self._notify(cur, "event")
+
     def _notify(self, cur: Any, what: str) -> None:
         """Delivered at commit to every store listening on this schema."""
         cur.execute("SELECT pg_notify(%s, %s)", (self._channel, what))
@@ -290,16 +305,21 @@ class PostgresStore(Store):
     def settings(self) -> ClusterSettings:
         return ClusterSettings.from_stored(self.stored_settings())
 
-    def set_setting(self, key: str, value: str) -> None:
+    def set_setting(self, key: str, value: str, change: Change | None = None) -> None:
         with self._write() as cur:
             # Writers one at a time, so two changes cannot each pass validation
             # against the other's old value (offline_after vs heartbeat_interval).
             cur.execute("LOCK TABLE settings IN EXCLUSIVE MODE")
             current, _ = self._settings_and_now(cur)
             canonical = validate_setting(key, value, current)
+            old = cur.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+            if old is not None and old["value"] == canonical:
+                return
             cur.execute(
                 """INSERT INTO settings (key, value) VALUES (%s, %s)
                    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""", (key, canonical))
+            self._event(cur, change or audit.change(None), Action.SETTING_SET, key,
+                        details={"old": old["value"] if old else None, "new": canonical})
             self._notify(cur, f"setting {key}")
 
     # -- nodes --------------------------------------------------------------
@@ -307,7 +327,7 @@ class PostgresStore(Store):
     @staticmethod
     def _node_row(row: dict) -> dict:
         data = dict(row)
-        for key in ("last_seen", "started_at", "stopped_at"):
+        for key in ("last_seen", "started_at", "stopped_at", "drained_at"):
             data[key] = _utc(data[key])
         return data
 
@@ -387,6 +407,8 @@ class PostgresStore(Store):
                     (cap, now, now, reg.version, reg.host, reg.pid, reg.http_address,
                      reg.heartbeat_interval, reg.instance_id, reg.name))
             node = self._one_node(cur, reg.name, settings, now)
+            self._event(cur, Change(node_actor(reg.name)),
+                        **common.registered_event(node, reg, took_over, ended))
             self._notify(cur, f"register {reg.name}")
         return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)
 
@@ -395,7 +417,7 @@ class PostgresStore(Store):
         with self._write() as cur:
             cur.execute(
                 f"""UPDATE nodes SET last_seen = {NOW_SQL}, shutting_down = %s,
-                    heartbeat_interval = %s
+                    heartbeat_interval = %s, lost_instance = NULL
                     WHERE name = %s AND instance_id = %s AND stopped_at IS NULL""",
                 (self._injected(), shutting_down, heartbeat_interval, name, instance_id))
             if cur.rowcount == 0:
@@ -407,31 +429,51 @@ class PostgresStore(Store):
         with self._write() as cur:
             cur.execute(
                 f"""UPDATE nodes SET stopped_at = {NOW_SQL}, shutting_down = false
-                    WHERE name = %s AND instance_id = %s""",
+                    WHERE name = %s AND instance_id = %s AND stopped_at IS NULL""",
                 (self._injected(), name, instance_id))
             if cur.rowcount:
+                self._event(cur, Change(node_actor(name)), Action.NODE_STOP, name, node=name,
+                            details={"instance": instance_id})
                 self._notify(cur, f"stopped {name}")
 
-    def set_drain(self, name: str, on: bool) -> bool:
-        return bool(self._set_node_column(name, "drain", on, "drain"))
-
-    def set_cap(self, name: str, cap: int) -> int:
-        return self._set_node_column(name, "task_cap", cap, "cap")
-
-    def _set_node_column(self, name: str, column: str, value: Any, what: str) -> Any:
-        """Set one of a node's settings (`column` is ours, never the caller's
-        text) under its row lock, and tell the nodes; returns the value it had."""
+    def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
         with self._write() as cur:
-            row = cur.execute(f"SELECT {column} AS old FROM nodes WHERE name = %s FOR UPDATE",
+            self._event(cur, Change(node_actor(name)), Action.NODE_FENCE, name, node=name,
+                        details={"instance": instance_id, **details})
+
+    def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
+        change = change or audit.change(None)
+        with self._write() as cur:
+            row = cur.execute("SELECT drain FROM nodes WHERE name = %s FOR UPDATE",
                               (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no node named {name!r}")
-            if row["old"] != value:
-                cur.execute(f"UPDATE nodes SET {column} = %s WHERE name = %s", (value, name))
-                self._notify(cur, f"{what} {name}")
-            return row["old"]
+            was = row["drain"]
+            if was != on:
+                cur.execute(
+                    f"""UPDATE nodes SET drain = %s, drain_reason = %s, drained_by = %s,
+                        drained_at = CASE WHEN %s THEN {NOW_SQL} END WHERE name = %s""",
+                    (on, change.reason if on else None, change.actor if on else None,
+                     on, self._injected(), name))
+                self._event(cur, change, Action.NODE_DRAIN if on else Action.NODE_UNDRAIN,
+                            name, node=name, details={"old": was, "new": on})
+                self._notify(cur, f"drain {name}")
+            return was
 
-    def delete_node(self, name: str, *, force: bool) -> list[int]:
+    def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
+        with self._write() as cur:
+            row = cur.execute("SELECT task_cap FROM nodes WHERE name = %s FOR UPDATE",
+                              (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            if row["task_cap"] != cap:
+                cur.execute("UPDATE nodes SET task_cap = %s WHERE name = %s", (cap, name))
+                self._event(cur, change or audit.change(None), Action.NODE_CAP, name,
+                            node=name, details={"old": row["task_cap"], "new": cap})
+                self._notify(cur, f"cap {name}")
+            return row["task_cap"]
+
+    def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
         with self._write() as cur:
             settings, now = self._settings_and_now(cur)
             self._lock_node(cur, name)
@@ -452,6 +494,7 @@ class PostgresStore(Store):
                     """UPDATE tasks SET state = 'Failed', finished_at = %s, error = %s
                        WHERE id = ANY(%s)""", (now, error, ids))
             cur.execute("DELETE FROM nodes WHERE name = %s", (name,))
+            self._event(cur, change or audit.change(None), **common.deleted_event(node, force, ids))
             self._notify(cur, f"delete {name}")
             return ids
 
@@ -472,7 +515,7 @@ class PostgresStore(Store):
             retries=row["retries"], attempt=row["attempt"], instance=row["instance_id"],
         )
 
-    def add_tasks(self, specs: Iterable[TaskSpec]) -> list[Task]:
+    def add_tasks(self, specs: Iterable[TaskSpec], change: Change | None = None) -> list[Task]:
         specs = list(specs)
         if not specs:
             return []
@@ -491,6 +534,7 @@ class PostgresStore(Store):
                 added.append(self._task(cur.fetchone()))
                 if not cur.nextset():
                     break
+            self._event(cur, change or audit.change(None), **common.added_event(added))
             self._notify(cur, "tasks")
             return added
 
@@ -518,7 +562,7 @@ class PostgresStore(Store):
         with self._cursor() as cur:
             return self._select_tasks(cur, tail, tuple(args))
 
-    def cancel(self, task_id: int) -> tuple[Task, bool]:
+    def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
         with self._write() as cur:
             found = self._select_tasks(cur, "WHERE id = %s FOR UPDATE", (task_id,))
             if not found:
@@ -534,7 +578,9 @@ class PostgresStore(Store):
             else:
                 return task, False
             self._notify(cur, f"cancel {task_id}")
-            return self._select_tasks(cur, "WHERE id = %s", (task_id,))[0], True
+            after = self._select_tasks(cur, "WHERE id = %s", (task_id,))[0]
+            self._event(cur, change or audit.change(None), **common.canceled_event(task, after))
+            return after, True
 
     def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
         if limit <= 0:
@@ -641,7 +687,7 @@ class PostgresStore(Store):
                 fail_rows)
         return failed, requeued
 
-    def reap(self) -> Reaped:
+    def reap(self, actor: str | None = None) -> Reaped:
         lost_where = """AND (n.name IS NULL OR n.instance_id IS DISTINCT FROM t.instance_id
             OR n.stopped_at IS NOT NULL
             OR n.last_seen < %s - greatest(%s, 2 * coalesce(n.heartbeat_interval, 0))
@@ -653,18 +699,33 @@ class PostgresStore(Store):
             lost_args = (now, settings.offline_after)
             queue_args = (now, settings.queue_timeout)
             prune_before = now - timedelta(seconds=settings.task_retention)
+            aged_before = now - timedelta(seconds=settings.event_retention)
             # Read-only looks first, so a quiet cluster locks nothing.
             cur.execute(
                 f"""SELECT
                     EXISTS (SELECT 1 FROM tasks t LEFT JOIN nodes n ON n.name = t.node
                             WHERE t.state IN {ACTIVE_SQL} {lost_where}) AS lost,
                     EXISTS (SELECT 1 FROM tasks WHERE {queue_where}) AS late,
-                    EXISTS (SELECT 1 FROM tasks WHERE finished_at < %s) AS old""",
-                lost_args + queue_args + (prune_before,))
+                    EXISTS (SELECT 1 FROM tasks WHERE finished_at < %s) AS old,
+                    EXISTS (SELECT 1 FROM nodes n WHERE {NEWLY_LOST_SQL}) AS gone,
+                    EXISTS (SELECT 1 FROM events WHERE at < %s) AS aged""",
+                lost_args + queue_args + (prune_before,) + lost_args + (aged_before,))
             looks = cur.fetchone()
-        if not (looks["lost"] or looks["late"] or looks["old"]):
+        if not any(looks.values()):
             return Reaped()
         with self._write() as cur:
+            # A node offline without a clean stop is recorded lost once per instance.
+            cur.execute(
+                f"""UPDATE nodes SET lost_instance = instance_id WHERE name IN (
+                        SELECT n.name FROM nodes n WHERE {NEWLY_LOST_SQL}
+                        FOR UPDATE SKIP LOCKED)
+                    RETURNING name, last_seen, instance_id""", lost_args)
+            for row in cur.fetchall():
+                self._event(cur, Change(actor or audit.default_actor()), Action.NODE_LOST,
+                            row["name"], node=row["name"],
+                            details={"instance": row["instance_id"],
+                                     "last_seen": common.when(_utc(row["last_seen"]))})
+            cur.execute("DELETE FROM events WHERE at < %s", (aged_before,))
             lost, requeued = self._end_lost(cur, now, lost_where, lost_args, skip_locked=True)
             cur.execute(f"SELECT id, queue_timeout FROM tasks WHERE {queue_where} "
                         "ORDER BY id FOR UPDATE SKIP LOCKED", queue_args)
@@ -698,29 +759,36 @@ class PostgresStore(Store):
 
     # -- API keys -------------------------------------------------------------
 
+    _KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
+
     @staticmethod
     def _api_key(row: dict) -> ApiKey:
         return ApiKey(name=row["name"], created_at=_utc(row["created_at"]),
-                      revoked_at=_utc(row["revoked_at"]))
+                      revoked_at=_utc(row["revoked_at"]), role=Role(row["role"]),
+                      last_used_at=_utc(row["last_used_at"]))
 
-    def add_api_key(self, name: str, key_hash: str) -> ApiKey:
+    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
+                    change: Change | None = None) -> ApiKey:
         with self._write() as cur:
             row = cur.execute(
-                f"""INSERT INTO api_keys (name, key_hash, created_at) VALUES (%s, %s, {NOW_SQL})
-                    ON CONFLICT (name) DO NOTHING RETURNING name, created_at, revoked_at""",
-                (name, key_hash, self._injected())).fetchone()
+                f"""INSERT INTO api_keys (name, key_hash, created_at, role)
+                    VALUES (%s, %s, {NOW_SQL}, %s)
+                    ON CONFLICT (name) DO NOTHING RETURNING {self._KEY_COLUMNS}""",
+                (name, key_hash, self._injected(), str(role))).fetchone()
             if row is None:
                 raise Refused(f"an API key named {name!r} already exists; choose another name")
+            self._event(cur, change or audit.change(None), Action.APIKEY_ADD, name,
+                        details={"role": str(role)})
             return self._api_key(row)
 
     def api_keys(self) -> list[ApiKey]:
         with self._cursor() as cur:
-            cur.execute("SELECT name, created_at, revoked_at FROM api_keys ORDER BY name")
+            cur.execute(f"SELECT {self._KEY_COLUMNS} FROM api_keys ORDER BY name")
             return [self._api_key(r) for r in cur.fetchall()]
 
-    def revoke_api_key(self, name: str) -> bool:
+    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
         with self._write() as cur:
-            row = cur.execute("SELECT revoked_at FROM api_keys WHERE name = %s FOR UPDATE",
+            row = cur.execute("SELECT revoked_at, role FROM api_keys WHERE name = %s FOR UPDATE",
                               (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no API key named {name!r}")
@@ -728,11 +796,37 @@ class PostgresStore(Store):
                 return False
             cur.execute(f"UPDATE api_keys SET revoked_at = {NOW_SQL} WHERE name = %s",
                         (self._injected(), name))
+            self._event(cur, change or audit.change(None), Action.APIKEY_REVOKE, name,
+                        details={"role": row["role"]})
             return True
 
-    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
         with self._cursor() as cur:
             row = cur.execute(
-                "SELECT name, created_at, revoked_at FROM api_keys WHERE key_hash = %s",
-                (key_hash,)).fetchone()
+                f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE key_hash = ANY(%s)",
+                (list(key_hashes),)).fetchone()
         return None if row is None else self._api_key(row)
+
+    def note_api_key_use(self, name: str, precision: float) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                f"""UPDATE api_keys SET last_used_at = {NOW_SQL} WHERE name = %s
+                    AND (last_used_at IS NULL
+                         OR last_used_at < {NOW_SQL} - %s * interval '1 second')""",
+                (self._injected(), name, self._injected(), precision))
+
+    # -- the audit trail --------------------------------------------------------
+
+    def events(self, where: EventFilter) -> list[Event]:
+        sql, args = audit_sql.select("%s", where, lambda at: at,
+                                     "strpos(lower(actor), lower(%s)) > 0")
+        with self._cursor() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        return audit_sql.keep([audit_sql.event(r, _utc(r["at"])) for r in rows], where)
+
+    def record(self, change: Change, action: Action, target: str, *,
+               during: Callable[[], None] | None = None, **fields) -> None:
+        with self._write() as cur:
+            self._event(cur, change, action, target, **fields)
+            if during is not None:
+                during()

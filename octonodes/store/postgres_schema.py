@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-TABLES = ("meta", "settings", "nodes", "tasks", "task_logs", "api_keys")
+TABLES = ("meta", "settings", "nodes", "tasks", "task_logs", "api_keys", "events")
 """The tables octonodes owns in its schema."""
 
 _V1 = [
@@ -237,10 +237,37 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
 _V3 = [_EXCHANGE]
 _V4 = [_EXCHANGE]  # ends announced only while someone waits for them
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Roles on API keys, drain reasons, and the audit trail. Additive, so code
+# at schema version 1 to 4 can keep using the database during a rolling
+# upgrade (docs/access.md says what it then does not do). Keys made before
+# roles existed could do everything: they become admin.
+_V5 = [
+    "ALTER TABLE api_keys ADD COLUMN role text NOT NULL DEFAULT 'admin'",
+    "ALTER TABLE api_keys ADD COLUMN last_used_at timestamptz",
+    """ALTER TABLE nodes ADD COLUMN drain_reason text, ADD COLUMN drained_by text,
+        ADD COLUMN drained_at timestamptz, ADD COLUMN lost_instance text""",
+    # An identity never hands out an id twice, even after old events age out.
+    """CREATE TABLE events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        actor text NOT NULL,
+        action text NOT NULL,
+        target text NOT NULL,
+        node text,
+        task_first bigint,
+        task_last bigint,
+        details jsonb NOT NULL DEFAULT '{}',
+        reason text
+    )""",
+    "CREATE INDEX events_at ON events (at)",
+    "CREATE INDEX events_node ON events (node, id)",
+    "CREATE INDEX events_task ON events (task_first, task_last)",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 

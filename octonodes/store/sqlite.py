@@ -15,14 +15,17 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import quote
 
+from .. import audit
+from ..audit import Action, Change, Event, EventFilter, node_actor
 from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Refused,
                       SchemaMismatch)
 from ..models import Node, Task, TaskState, make_node, offline_threshold
+from ..roles import Role
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
-from . import common
+from . import audit_sql, common
 from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 from .sqlite_schema import SCHEMA_VERSION, migrate
@@ -185,6 +188,11 @@ class SQLiteStore(Store):
             finally:
                 self.conn.execute("COMMIT")
 
+    def _event(self, conn: sqlite3.Connection, change: Change, action: Action, target: str,
+               **fields) -> None:
+        """Record a change in the caller's transaction: both or neither."""
+        conn.execute(*audit_sql.insert("?", _ts(self.now()), change, action, target, **fields))
+
     def now(self) -> datetime:
         return self._clock()
 
@@ -236,17 +244,22 @@ class SQLiteStore(Store):
     def settings(self) -> ClusterSettings:
         return ClusterSettings.from_stored(self.stored_settings())
 
-    def set_setting(self, key: str, value: str) -> None:
+    def set_setting(self, key: str, value: str, change: Change | None = None) -> None:
         with self._write() as conn:
             current = self._settings_in(conn)
             canonical = validate_setting(key, value, current)
-            conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, canonical))
+            old = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            if old is None or old[0] != canonical:
+                conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                             (key, canonical))
+                self._event(conn, change or audit.change(None), Action.SETTING_SET, key,
+                            details={"old": old[0] if old else None, "new": canonical})
 
     # -- nodes --------------------------------------------------------------
 
     def _node_row(self, row: sqlite3.Row | tuple, columns: list[str]) -> dict:
         data = dict(zip(columns, row))
-        for key in ("last_seen", "started_at", "stopped_at"):
+        for key in ("last_seen", "started_at", "stopped_at", "drained_at"):
             data[key] = _dt(data[key])
         return data
 
@@ -322,13 +335,16 @@ class SQLiteStore(Store):
                      reg.http_address, reg.heartbeat_interval, reg.instance_id),
                 )
             node = self._one_node(conn, reg.name, settings)
+            self._event(conn, Change(node_actor(reg.name)),
+                        **common.registered_event(node, reg, took_over, ended))
         return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)
 
     def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
                  heartbeat_interval: float) -> CheckIn | None:
         with self._write() as conn:
             cursor = conn.execute(
-                """UPDATE nodes SET last_seen = ?, shutting_down = ?, heartbeat_interval = ?
+                """UPDATE nodes SET last_seen = ?, shutting_down = ?, heartbeat_interval = ?,
+                   lost_instance = NULL
                    WHERE name = ? AND instance_id = ? AND stopped_at IS NULL""",
                 (_ts(self.now()), int(shutting_down), heartbeat_interval, name, instance_id),
             )
@@ -339,30 +355,49 @@ class SQLiteStore(Store):
 
     def mark_stopped(self, name: str, instance_id: str) -> None:
         with self._write() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 """UPDATE nodes SET stopped_at = ?, shutting_down = 0
-                   WHERE name = ? AND instance_id = ?""",
+                   WHERE name = ? AND instance_id = ? AND stopped_at IS NULL""",
                 (_ts(self.now()), name, instance_id),
             )
+            if cursor.rowcount:
+                self._event(conn, Change(node_actor(name)), Action.NODE_STOP, name, node=name,
+                            details={"instance": instance_id})
 
-    def set_drain(self, name: str, on: bool) -> bool:
-        return bool(self._set_node_column(name, "drain", int(on)))
-
-    def set_cap(self, name: str, cap: int) -> int:
-        return self._set_node_column(name, "task_cap", cap)
-
-    def _set_node_column(self, name: str, column: str, value: int) -> int:
-        """Set one of a node's settings (`column` is ours, never the caller's
-        text); returns the value it had."""
+    def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
         with self._write() as conn:
-            row = conn.execute(f"SELECT {column} FROM nodes WHERE name = ?", (name,)).fetchone()
+            self._event(conn, Change(node_actor(name)), Action.NODE_FENCE, name, node=name,
+                        details={"instance": instance_id, **details})
+
+    def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
+        change = change or audit.change(None)
+        with self._write() as conn:
+            row = conn.execute("SELECT drain FROM nodes WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no node named {name!r}")
-            if row[0] != value:
-                conn.execute(f"UPDATE nodes SET {column} = ? WHERE name = ?", (value, name))
+            was = bool(row[0])
+            if was != on:
+                conn.execute(
+                    """UPDATE nodes SET drain = ?, drain_reason = ?, drained_by = ?,
+                       drained_at = ? WHERE name = ?""",
+                    (int(on), change.reason if on else None, change.actor if on else None,
+                     _ts(self.now()) if on else None, name))
+                self._event(conn, change, Action.NODE_DRAIN if on else Action.NODE_UNDRAIN,
+                            name, node=name, details={"old": was, "new": on})
+            return was
+
+    def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
+        with self._write() as conn:
+            row = conn.execute("SELECT task_cap FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            if row[0] != cap:
+                conn.execute("UPDATE nodes SET task_cap = ? WHERE name = ?", (cap, name))
+                self._event(conn, change or audit.change(None), Action.NODE_CAP, name,
+                            node=name, details={"old": row[0], "new": cap})
             return row[0]
 
-    def delete_node(self, name: str, *, force: bool) -> list[int]:
+    def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
         with self._write() as conn:
             settings = self._settings_in(conn)
             node = self._one_node(conn, name, settings)
@@ -379,6 +414,7 @@ class SQLiteStore(Store):
                     WHERE node = ? AND state IN {ACTIVE_SQL} RETURNING id""",
                 (_ts(self.now()), error, name))]
             conn.execute("DELETE FROM nodes WHERE name = ?", (name,))
+            self._event(conn, change or audit.change(None), **common.deleted_event(node, force, ids))
             return sorted(ids)
 
     # -- tasks --------------------------------------------------------------
@@ -399,8 +435,10 @@ class SQLiteStore(Store):
             retries=row["retries"], attempt=row["attempt"], instance=row["instance_id"],
         )
 
-    def add_tasks(self, specs: Iterable[TaskSpec]) -> list[Task]:
+    def add_tasks(self, specs: Iterable[TaskSpec], change: Change | None = None) -> list[Task]:
         specs = list(specs)
+        if not specs:
+            return []
         with self._write() as conn:
             now = _ts(self.now())
             added = []
@@ -414,6 +452,7 @@ class SQLiteStore(Store):
                 )
                 columns = [d[0] for d in cursor.description]
                 added.append(self._task(dict(zip(columns, cursor.fetchone()))))
+            self._event(conn, change or audit.change(None), **common.added_event(added))
             return added
 
     def task(self, task_id: int) -> Task:
@@ -440,7 +479,7 @@ class SQLiteStore(Store):
         with self._errors():
             return self._select_tasks(self.conn, tail, tuple(args))
 
-    def cancel(self, task_id: int) -> tuple[Task, bool]:
+    def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
         with self._write() as conn:
             found = self._select_tasks(conn, "WHERE id = ?", (task_id,))
             if not found:
@@ -454,7 +493,9 @@ class SQLiteStore(Store):
                 conn.execute("UPDATE tasks SET state = 'Cancelling' WHERE id = ?", (task_id,))
             else:
                 return task, False
-            return self._select_tasks(conn, "WHERE id = ?", (task_id,))[0], True
+            after = self._select_tasks(conn, "WHERE id = ?", (task_id,))[0]
+            self._event(conn, change or audit.change(None), **common.canceled_event(task, after))
+            return after, True
 
     def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
         if limit <= 0 or not self._anything_queued():
@@ -591,7 +632,7 @@ class SQLiteStore(Store):
                 failed.append(task_id)
         return failed, requeued
 
-    def reap(self) -> Reaped:
+    def reap(self, actor: str | None = None) -> Reaped:
         with self._errors():
             settings = self._settings_in(self.conn)
         now = self.now()
@@ -604,6 +645,11 @@ class SQLiteStore(Store):
         queue_where = """state = 'Queued' AND queued_at < ? - coalesce(queue_timeout, ?)"""
         queue_args = (ts, settings.queue_timeout)
         prune_args = (ts - settings.task_retention,)
+        # A node offline without a clean stop is recorded lost once per instance.
+        newly_lost = """stopped_at IS NULL AND instance_id IS NOT NULL
+            AND lost_instance IS NOT instance_id
+            AND last_seen < ? - max(?, 2 * coalesce(heartbeat_interval, 0))"""
+        aged = (ts - settings.event_retention,)
         with self._errors():
             any_lost = self.conn.execute(
                 f"""SELECT 1 FROM tasks t LEFT JOIN nodes n ON n.name = t.node
@@ -612,9 +658,20 @@ class SQLiteStore(Store):
                 f"SELECT 1 FROM tasks WHERE {queue_where} LIMIT 1", queue_args).fetchone()
             any_old = self.conn.execute(
                 "SELECT 1 FROM tasks WHERE finished_at < ? LIMIT 1", prune_args).fetchone()
-        if not (any_lost or any_late or any_old):
+            any_gone = self.conn.execute(
+                f"SELECT 1 FROM nodes WHERE {newly_lost} LIMIT 1", lost_args).fetchone()
+            any_aged = self.conn.execute(
+                "SELECT 1 FROM events WHERE at < ? LIMIT 1", aged).fetchone()
+        if not (any_lost or any_late or any_old or any_gone or any_aged):
             return Reaped()
         with self._write() as conn:
+            for name, last_seen, instance in conn.execute(
+                    f"""UPDATE nodes SET lost_instance = instance_id WHERE {newly_lost}
+                        RETURNING name, last_seen, instance_id""", lost_args).fetchall():
+                self._event(conn, Change(actor or audit.default_actor()), Action.NODE_LOST, name,
+                            node=name, details={"instance": instance,
+                                                "last_seen": common.when(_dt(last_seen))})
+            conn.execute("DELETE FROM events WHERE at < ?", aged)
             lost, requeued = self._end_lost(conn, now, lost_where, lost_args, settings)
             timed_out = []
             for task_id, queue_timeout in conn.execute(
@@ -638,40 +695,74 @@ class SQLiteStore(Store):
 
     # -- API keys -------------------------------------------------------------
 
+    _KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
+
     @staticmethod
     def _api_key(row: tuple) -> ApiKey:
-        name, created_at, revoked_at = row
-        return ApiKey(name=name, created_at=_dt(created_at), revoked_at=_dt(revoked_at))
+        name, created_at, revoked_at, role, last_used_at = row
+        return ApiKey(name=name, created_at=_dt(created_at), revoked_at=_dt(revoked_at),
+                      role=Role(role), last_used_at=_dt(last_used_at))
 
-    def add_api_key(self, name: str, key_hash: str) -> ApiKey:
+    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
+                    change: Change | None = None) -> ApiKey:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
                 raise Refused(f"an API key named {name!r} already exists; choose another name")
             row = conn.execute(
-                """INSERT INTO api_keys (name, key_hash, created_at) VALUES (?, ?, ?)
-                   RETURNING name, created_at, revoked_at""",
-                (name, key_hash, _ts(self.now()))).fetchone()
+                f"""INSERT INTO api_keys (name, key_hash, created_at, role) VALUES (?, ?, ?, ?)
+                    RETURNING {self._KEY_COLUMNS}""",
+                (name, key_hash, _ts(self.now()), str(role))).fetchone()
+            self._event(conn, change or audit.change(None), Action.APIKEY_ADD, name,
+                        details={"role": str(role)})
             return self._api_key(row)
 
     def api_keys(self) -> list[ApiKey]:
         with self._errors():
             return [self._api_key(r) for r in self.conn.execute(
-                "SELECT name, created_at, revoked_at FROM api_keys ORDER BY name")]
+                f"SELECT {self._KEY_COLUMNS} FROM api_keys ORDER BY name")]
 
-    def revoke_api_key(self, name: str) -> bool:
+    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
         with self._write() as conn:
-            row = conn.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT revoked_at, role FROM api_keys WHERE name = ?",
+                               (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no API key named {name!r}")
             if row[0] is not None:
                 return False
             conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?",
                          (_ts(self.now()), name))
+            self._event(conn, change or audit.change(None), Action.APIKEY_REVOKE, name,
+                        details={"role": row[1]})
             return True
 
-    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
         with self._errors():
             row = self.conn.execute(
-                "SELECT name, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
-                (key_hash,)).fetchone()
+                f"""SELECT {self._KEY_COLUMNS} FROM api_keys
+                    WHERE key_hash IN ({', '.join('?' * len(key_hashes))})""",
+                key_hashes).fetchone()
         return None if row is None else self._api_key(row)
+
+    def note_api_key_use(self, name: str, precision: float) -> None:
+        with self._write() as conn:
+            now = _ts(self.now())
+            conn.execute(
+                """UPDATE api_keys SET last_used_at = ? WHERE name = ?
+                   AND (last_used_at IS NULL OR last_used_at < ?)""", (now, name, now - precision))
+
+    # -- the audit trail --------------------------------------------------------
+
+    def events(self, where: EventFilter) -> list[Event]:
+        sql, args = audit_sql.select("?", where, _ts, "instr(lower(actor), lower(?)) > 0")
+        with self._errors():
+            cursor = self.conn.execute(sql, args)
+            columns = [d[0] for d in cursor.description]
+            rows = [dict(zip(columns, r)) for r in cursor]
+        return audit_sql.keep([audit_sql.event(r, _dt(r["at"])) for r in rows], where)
+
+    def record(self, change: Change, action: Action, target: str, *,
+               during: Callable[[], None] | None = None, **fields) -> None:
+        with self._write() as conn:
+            self._event(conn, change, action, target, **fields)
+            if during is not None:
+                during()

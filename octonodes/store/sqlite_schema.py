@@ -68,10 +68,40 @@ def _v2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _v1, 2: _v2}
+def _v3(db: sqlite_utils.Database) -> None:
+    # Roles on API keys, drain reasons, and the audit trail. Additive, so
+    # code at schema version 1 or 2 can keep using the database during a
+    # rolling upgrade (docs/access.md says what it then does not do).
+    # Keys made before roles existed could do everything: they become admin.
+    db.execute("ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'")
+    db.execute("ALTER TABLE api_keys ADD COLUMN last_used_at REAL")
+    for column in ("drain_reason TEXT", "drained_by TEXT", "drained_at REAL",
+                   "lost_instance TEXT"):
+        db.execute(f"ALTER TABLE nodes ADD COLUMN {column}")
+    # AUTOINCREMENT: event ids keep increasing after old events age out.
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            node TEXT,
+            task_first INTEGER,
+            task_last INTEGER,
+            details TEXT NOT NULL DEFAULT '{}',
+            reason TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX events_at ON events (at)")
+    db.execute("CREATE INDEX events_node ON events (node, id)")
+    db.execute("CREATE INDEX events_task ON events (task_first, task_last)")
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 
