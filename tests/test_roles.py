@@ -11,7 +11,7 @@ import pytest
 from starlette.responses import JSONResponse
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx serves
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 import octonodes
