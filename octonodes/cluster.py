@@ -19,6 +19,7 @@ from .store.base import LAST_USE_PRECISION, ApiKey, Clock, QueueSummary, TaskSpe
 
 if TYPE_CHECKING:
     from .packages import Package, PackageFolder
+    from .sessions import Sessions
 
 FOLLOW_LOOK_BACK = 1000
 """Event ids `follow_events` reads again (see there)."""
@@ -75,6 +76,7 @@ class Cluster:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._sessions: "Sessions | None" = None
 
     @property
     def db(self) -> str:
@@ -218,6 +220,10 @@ class Cluster:
                 return
             self._pause(None, 0.2)
 
+    def log_chunks(self, task_id: int, after: int = 0) -> list[tuple[int, bytes]]:
+        """A task's output after chunk number `after`: (number, bytes), in order."""
+        return self.store.read_log(task_id, after)
+
     def _pause(self, deadline: float | None, interval: float) -> None:
         """Until someone commits, `interval` passes or the deadline comes."""
         left = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
@@ -309,6 +315,14 @@ class Cluster:
                     yield event
             seen = {i for i in seen if i > last - FOLLOW_LOOK_BACK}
             self._pause(None, poll)
+
+    def sessions(self) -> "Sessions":
+        """The web page's sessions (sign-in, checks, sign-out)."""
+        from .sessions import Sessions
+
+        if self._sessions is None:
+            self._sessions = Sessions(self.store)
+        return self._sessions
 
     def package_folder(self) -> "PackageFolder":
         """The shared package store (the `package_store` setting, or beside

@@ -567,8 +567,8 @@ def test_a_batch_that_fails_part_way_leaves_nothing_behind(cluster, db, admin):
 
 def test_a_version_2_schema_is_upgraded_additively(db, admin):
     """Version 3 adds the function a busy node calls (version 4 replaces its
-    body), 5 roles and the audit trail, and records that code at version 1
-    may still use the schema (a rolling upgrade)."""
+    body), 5 roles and the audit trail, 6 the web page's sessions, and records
+    that code at version 1 may still use the schema (a rolling upgrade)."""
     from octonodes.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 
     in_schema(admin, db)

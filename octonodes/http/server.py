@@ -22,6 +22,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
+from .. import web
 from ..errors import CannotListen
 from ..roles import Role
 from .access import route
@@ -58,9 +59,11 @@ def build_app(context: HttpContext) -> Starlette:
         route("/api/{space}/packages/raw", upload, methods=["POST"], role=Role.PACKAGES),
         route("/api/packages/raw", upload, methods=["POST"], role=Role.PACKAGES),
         route("/metrics", metrics_endpoint(context), methods=["GET"], role=None),
+        *web.routes(),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     app.state.context = context
+    app.state.web = web.WebState()
     return app
 
 

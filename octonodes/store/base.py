@@ -389,3 +389,25 @@ class Store(ABC):
         """Record an event for a change made outside the database (a package
         pushed or deleted): `during()` makes it inside the event's
         transaction, and if it raises the event is rolled back."""
+
+    # -- web sessions (schema version 4 on SQLite, 6 on PostgreSQL) ------------
+
+    @abstractmethod
+    def web_secret(self) -> str:
+        """The cluster's key for signing session cookies, made on first use."""
+
+    @abstractmethod
+    def add_web_session(self, token_hash: str, key_name: str, idle_limit: float) -> None:
+        """Record a new session of the key `key_name` (dropping ended ones
+        and those idle longer than `idle_limit` seconds)."""
+
+    @abstractmethod
+    def web_session(self, token_hash: str, idle_limit: float,
+                    touch_after: float | None) -> ApiKey | None:
+        """The key of a session not ended, used within `idle_limit` seconds,
+        whose key is not revoked; else None. Marks it used now when it was
+        last marked more than `touch_after` seconds ago (None: never)."""
+
+    @abstractmethod
+    def end_web_session(self, token_hash: str) -> bool:
+        """End a session; True if it was open."""

@@ -41,6 +41,7 @@ from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reape
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
 from .postgres_listen import TASK_ENDS, Listener, channel_for
 from .postgres_schema import SCHEMA_VERSION, TABLES
+from .postgres_sessions import PostgresSessions
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
 NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
@@ -95,7 +96,7 @@ def _connected(listener: Listener, backend_pid: int, reconnected: bool) -> None:
         listener.signal()
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresSessions, Store):
     kind = "postgresql"
 
     def __init__(self, url: str, *, create: bool = False, clock: Clock | None = None,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-TABLES = ("meta", "settings", "nodes", "tasks", "task_logs", "api_keys", "events")
+TABLES = ("meta", "settings", "nodes", "tasks", "task_logs", "api_keys", "events",
+          "web_sessions")
 """The tables octonodes owns in its schema."""
 
 _V1 = [
@@ -264,10 +265,22 @@ _V5 = [
     "CREATE INDEX events_task ON events (task_first, task_last)",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+# Sessions of the web page, by the hash of their token (the cookie's).
+# Additive, so code at schema version 1 to 5 can keep using the database.
+_V6 = [
+    """CREATE TABLE web_sessions (
+        token_hash text PRIMARY KEY,
+        key_name text NOT NULL,
+        created_at timestamptz NOT NULL,
+        last_used_at timestamptz NOT NULL,
+        ended_at timestamptz
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 

@@ -29,6 +29,7 @@ from . import audit_sql, common
 from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
                    Registered, Registration, Store, TaskSpec)
 from .sqlite_schema import SCHEMA_VERSION, migrate
+from .sqlite_sessions import SQLiteSessions
 
 DEFAULT_BUSY_TIMEOUT = 10.0
 ACTIVE_SQL = "('Executing', 'Cancelling')"
@@ -49,7 +50,7 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteSessions, Store):
     kind = "sqlite"
 
     def __init__(self, path: str, *, create: bool = False, clock: Clock | None = None,

@@ -98,10 +98,24 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_task ON events (task_first, task_last)")
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}
+def _v4(db: sqlite_utils.Database) -> None:
+    # Sessions of the web page, by the hash of their token (the cookie's).
+    # Additive, so code at schema version 1 to 3 can keep using the database.
+    db.execute(
+        """CREATE TABLE web_sessions (
+            token_hash TEXT PRIMARY KEY,
+            key_name TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            last_used_at REAL NOT NULL,
+            ended_at REAL
+        )"""
+    )
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 

@@ -1,0 +1,72 @@
+"""Signing in with an API key, and out.
+
+The sign-in form has its own CSRF guard, as no session exists yet: a
+random value in a short-lived cookie that the form must repeat (a page
+elsewhere can neither read the cookie nor set it). Keys with the
+`packages` role cannot sign in: they read nothing the page shows.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..roles import Role
+from .access import (COOKIE, clear_session_cookie, context, key_role, over_tls,
+                     set_session_cookie)
+from .actions import local_path
+from .pages import SECURITY_HEADERS, html
+from .templating import render
+
+SIGN_IN_COOKIE = "octonodes_signin"
+SIGN_IN_FORM_LIFE = 3600
+
+
+def _form(request: Request, status: int = 200, message: str | None = None) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = html(render("signin.html", page_title="Sign in", signin_token=token,
+                           next=local_path(request.query_params.get("next")), message=message),
+                    status)
+    response.set_cookie(SIGN_IN_COOKIE, token, max_age=SIGN_IN_FORM_LIFE, path="/signin",
+                        httponly=True, samesite="strict", secure=over_tls(request))
+    return response
+
+
+async def sign_in_form(request: Request) -> Response:
+    return _form(request)
+
+
+async def sign_in(request: Request) -> Response:
+    form = await request.form()
+    sent, expected = str(form.get("signin_token") or ""), request.cookies.get(SIGN_IN_COOKIE, "")
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        return _form(request, 403, "The sign-in form expired; please try again.")
+    key_text = str(form.get("api_key") or "").strip()
+
+    def start(cluster):
+        key = cluster.verify_api_key(key_text)
+        if key is None or key_role(key) is Role.PACKAGES:
+            return key, None
+        return key, cluster.sessions().start(key)
+
+    key, cookie = await context(request).call(start)
+    if key is None:
+        return _form(request, 403, "That API key is unknown or revoked.")
+    if cookie is None:
+        return _form(request, 403, "Keys with the packages role cannot use the page.")
+    response = RedirectResponse(local_path(str(form.get("next") or "/")), status_code=303,
+                                headers=SECURITY_HEADERS)
+    set_session_cookie(request, response, cookie)
+    response.delete_cookie(SIGN_IN_COOKIE, path="/signin")
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    cookie = request.cookies.get(COOKIE, "")
+    await context(request).call(lambda c: c.sessions().end(cookie))
+    response = RedirectResponse("/signin", status_code=303, headers=SECURITY_HEADERS)
+    clear_session_cookie(request, response)
+    return response

@@ -1,0 +1,47 @@
+"""The page's Jinja2 templates, and the few filters they use to write
+times, states and sizes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ..render import ago
+from ..settings import format_duration
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+HTMX = "htmx-2.0.11.min.js"
+"""The vendored htmx (version-pinned by its file name; its licence beside it)."""
+
+
+def exact(value: datetime | None) -> str:
+    """A time in full, UTC, to the second."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def iso(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value else ""
+
+
+def seconds(value: float | None) -> str:
+    return format_duration(value) if value else ""
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(ago=lambda then, now: ago(now, then), exact=exact, iso=iso,
+                       seconds=seconds, slug=lambda text: str(text).lower().replace(" ", "-"))
+    env.globals.update(htmx=HTMX)
+    return env
+
+
+ENV = _environment()
+
+
+def render(name: str, **values) -> str:
+    return ENV.get_template(name).render(**values)
