@@ -70,7 +70,7 @@ def over_tls(request: Request) -> bool:
 
 
 def set_session_cookie(request: Request, response: Response, value: str) -> None:
-    response.set_cookie(COOKIE, value, max_age=int(IDLE_LIMIT), path="/", httponly=True,
+    response.set_cookie(COOKIE, value, path="/", httponly=True,
                         samesite="strict", secure=over_tls(request))
 
 

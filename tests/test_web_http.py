@@ -1,0 +1,155 @@
+"""The web page over plain HTTP, against a real node: sign-in, the session
+cookie's flags, CSRF, the Content-Security-Policy, sign-out, forged
+requests, and the live parts' "changed since" answers."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import BACKENDS
+from helpers import octonodes, wait_until
+from web_helpers import SESSION_COOKIE, csrf_token, hidden, module_cluster, sign_in
+
+pytestmark = pytest.mark.slow
+
+PAGES = ("/", "/nodes/node-1", "/tasks", "/tasks?state=Queued&node=node-1", "/tasks/1",
+         "/settings", "/signin")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def web_cluster(request, tmp_path_factory):
+    """One cluster and one listening node for the module's tests, per backend
+    (each test leaves the node as it found it)."""
+    for cluster, nodes, db in module_cluster(request.param, tmp_path_factory):
+        cluster.add_task(["true"], name="first")
+        yield cluster, nodes, db
+
+
+@pytest.fixture
+def web(web_cluster):
+    cluster, start_node, _ = web_cluster
+    node = start_node.http_node("node-1")
+    _, key = cluster.add_api_key(f"web-{uuid.uuid4().hex[:8]}")
+    yield node, key
+    cluster.undrain("node-1")
+    cluster.set_cap("node-1", 5)
+
+
+def test_pages_need_a_session(web):
+    node, _ = web
+    for path in PAGES[:-1]:
+        answer = httpx.get(node.url + path)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/signin?next=")
+    live = httpx.get(node.url + "/live/nodes", headers={"HX-Request": "true"})
+    assert live.status_code == 401 and live.headers["HX-Redirect"].startswith("/signin")
+    post = httpx.post(node.url + "/nodes/node-1/drain", data={"csrf_token": "x"})
+    assert post.status_code == 401
+    assert octonodes(node.process.db, "list", "--json").stdout.count('"drain": false') == 1
+
+
+def test_sign_in_sets_a_strict_http_only_cookie(web):
+    node, key = web
+    client = httpx.Client(base_url=node.url)
+    form = client.get("/signin")
+    answer = client.post("/signin", data={"signin_token": hidden(form.text, "signin_token"),
+                                          "api_key": key, "next": "//evil.example/"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/"  # never elsewhere
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE))
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/"} <= flags
+    assert "secure" not in flags  # plain HTTP here; see the trusted proxy test
+    assert key not in cookie
+
+
+def test_sign_in_refuses_bad_keys_and_forged_forms(web):
+    node, key = web
+    client = httpx.Client(base_url=node.url)
+    form = client.get("/signin")
+    token = hidden(form.text, "signin_token")
+    bad = client.post("/signin", data={"signin_token": token, "api_key": "API-" + "A" * 32})
+    assert bad.status_code == 403 and "unknown or revoked" in bad.text
+    forged = httpx.post(node.url + "/signin", data={"signin_token": token, "api_key": key})
+    assert forged.status_code == 403 and SESSION_COOKIE not in forged.headers.get("set-cookie", "")
+
+
+def test_every_page_has_a_strict_content_security_policy_and_no_inline_script(web):
+    node, key = web
+    client = sign_in(node.url, key)
+    for path in PAGES:
+        answer = client.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe" not in policy, policy
+        assert "frame-ancestors 'none'" in policy
+        for script in re.findall(r"<script[^>]*>(.*?)</script>", answer.text, re.S):
+            assert script.strip() == "", (path, script)
+        assert not re.search(r"\son[a-z]+=", answer.text), path  # no inline handlers
+        assert not re.search(r"\sstyle=", answer.text), path
+        assert "hx-on" not in answer.text and "js:" not in answer.text
+
+
+def test_a_post_without_the_csrf_token_is_refused(web):
+    node, key = web
+    client = sign_in(node.url, key)
+    for data in ({}, {"csrf_token": ""}, {"csrf_token": csrf_token(client)[:-1] + "x"}):
+        answer = client.post("/nodes/node-1/drain", data={**data, "reason": "forged"})
+        assert answer.status_code == 403, answer.text
+    other = sign_in(node.url, key)  # another session's token is no good either
+    answer = client.post("/nodes/node-1/drain", data={"csrf_token": csrf_token(other)})
+    assert answer.status_code == 403
+    assert node.ping().status_code == 200
+    answer = client.post("/nodes/node-1/drain", headers={"X-CSRF-Token": csrf_token(client)})
+    assert answer.status_code == 303
+    node.wait_ping(418, timeout=2)
+
+
+def test_after_sign_out_the_old_cookie_is_refused(web):
+    node, key = web
+    client = sign_in(node.url, key)
+    old = client.cookies.get(SESSION_COOKIE)
+    token = csrf_token(client)
+    out = client.post("/signout", data={"csrf_token": token})
+    assert out.status_code == 303 and out.headers["location"] == "/signin"
+    replay = httpx.Client(base_url=node.url, cookies={SESSION_COOKIE: old})
+    assert replay.get("/").status_code == 303
+    assert replay.post("/nodes/node-1/drain", data={"csrf_token": token}).status_code == 401
+    assert node.ping().status_code == 200
+
+
+def test_a_live_part_answers_204_until_something_changes(web):
+    node, key = web
+    client = sign_in(node.url, key)
+    page = client.get("/").text
+    live = re.search(r'hx-get="(/live/nodes\?v=[0-9a-f]+)"', page).group(1)
+    assert client.get(live).status_code == 204
+    octonodes(node.process.db, "cap", "node-1", "9")
+    started = time.monotonic()
+    changed = wait_until(lambda: (r := client.get(live)).status_code == 200 and r, 2.5,
+                         interval=0.1, message="the live part to change")
+    assert time.monotonic() - started < 2
+    assert re.search(r'data-label="Task cap" class="num">9<', changed.text)
+
+
+def test_errors_show_the_clis_message(web):
+    node, key = web
+    client = sign_in(node.url, key)
+    token = csrf_token(client)
+    refused = client.post("/nodes/node-1/delete", data={"csrf_token": token})
+    cli = octonodes(node.process.db, "delete", "node-1")
+    assert cli.returncode == 4
+    assert refused.status_code == 409
+    message = re.search(r'id="error-message">([^<]*)<', refused.text).group(1)
+    assert cli.stderr.strip() == f"Error: {message}"
+    for bad in ("-1", "1001", "ten", "", "99999999999999"):
+        answer = client.post("/nodes/node-1/cap", data={"csrf_token": token, "cap": bad})
+        assert answer.status_code == 400 and "invalid task cap" in answer.text, bad
+    assert client.post("/nodes/nobody/drain", data={"csrf_token": token}).status_code == 404
+    assert client.get("/tasks/99999").status_code == 404
+    assert client.get("/tasks/x1").status_code == 400
+    assert client.get("/tasks?state=Sleeping").status_code == 400
+    assert octonodes(node.process.db, "show", "node-1", "--json").stdout.count('"task_cap": 5') == 1
