@@ -130,7 +130,7 @@ async def task_log(request: Request) -> Response:
     log = await context(request).call(lambda c: views.log_part(c, task_id, after))
     if not log.text and not log.ended:
         return Response(status_code=204, headers=SECURITY_HEADERS)
-    return html(render("log_more.html", log=log, task_id=task_id))
+    return html(render("log_more.html", log=log, task_id=task_id, refresh_ms=int(REFRESH * 1000)))
 
 
 async def settings_page(request: Request) -> Response:
