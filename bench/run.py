@@ -32,6 +32,7 @@ from common import (FULL, QUICK, Databases, Result, Sizes, cpu_ticks, new_cluste
                     percentile, start_node, stop, wait_for)
 from fill import fill  # noqa: E402
 from http_bench import bench_ping, bench_upload  # noqa: E402
+from web_bench import bench_ping_pages  # noqa: E402
 
 import octonodes  # noqa: E402
 from octonodes.models import TaskState  # noqa: E402
@@ -210,6 +211,7 @@ BENCHES = {
     "list": bench_list,
     "claim": bench_claim,
     "ping": bench_ping,
+    "ping_pages": bench_ping_pages,
     "upload": bench_upload,
 }
 
