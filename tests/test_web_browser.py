@@ -118,7 +118,8 @@ def test_statuses_a_lost_node_the_menu_and_changes_from_elsewhere(web_cluster, p
     # An online node's delete is refused with the command line's words.
     token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
     refused = page.request.post(page.url.rstrip("/") + "/nodes/node-2/delete",
-                                form={"csrf_token": token}, max_redirects=0)
+                                form={"csrf_token": token, "confirmed": "node-2"},
+                                max_redirects=0)
     assert refused.status == 409
     cli = octonodes(db, "delete", "node-2")
     assert cli.returncode == 4

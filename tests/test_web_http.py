@@ -139,7 +139,10 @@ def test_errors_show_the_clis_message(web):
     node, key = web
     client = sign_in(node.url, key)
     token = csrf_token(client)
-    refused = client.post("/nodes/node-1/delete", data={"csrf_token": token})
+    asked = client.post("/nodes/node-1/delete", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Delete node node-1?" in asked.text  # not yet
+    refused = client.post("/nodes/node-1/delete", data={"csrf_token": token,
+                                                        "confirmed": "node-1"})
     cli = octonodes(node.process.db, "delete", "node-1")
     assert cli.returncode == 4
     assert refused.status_code == 409

@@ -14,7 +14,8 @@ from starlette.responses import RedirectResponse, Response
 from ..cluster import Cluster
 from ..errors import UsageError
 from .access import actor, context
-from .pages import SECURITY_HEADERS, task_id_of
+from .pages import SECURITY_HEADERS, common, html, task_id_of
+from .templating import render
 
 PROMPT_HEADER = "HX-Prompt"
 """Where htmx puts the answer to a control's prompt (the drain toggle's reason)."""
@@ -63,7 +64,13 @@ async def set_cap(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
+    """Only once confirmed: the page's dialog sends `confirmed` (the node's
+    name); without it (no script) a page asks first."""
     name = request.path_params["name"]
+    form = await request.form()
+    if form.get("confirmed") != name:
+        return html(render("confirm_delete.html", name=name, page_title=f"Delete {name}?",
+                           back=local_path(form.get("next")), **common(request)))
     return await _act(request, lambda c, who, why: c.delete(name, actor=who, reason=why))
 
 

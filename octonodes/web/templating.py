@@ -3,6 +3,7 @@ times, states and sizes."""
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ago=lambda then, now: ago(now, then), exact=exact, iso=iso,
-                       seconds=seconds, slug=lambda text: str(text).lower().replace(" ", "-"))
+                       seconds=seconds, shell=shlex.join, slug=lambda text: str(text).lower().replace(" ", "-"))
     env.globals.update(htmx=HTMX)
     return env
 
@@ -43,5 +44,5 @@ def _environment() -> Environment:
 ENV = _environment()
 
 
-def render(name: str, **values) -> str:
-    return ENV.get_template(name).render(**values)
+def render(template: str, **values) -> str:
+    return ENV.get_template(template).render(**values)
