@@ -156,3 +156,42 @@ def test_errors_show_the_clis_message(web):
     assert client.get("/tasks/x1").status_code == 400
     assert client.get("/tasks?state=Sleeping").status_code == 400
     assert octonodes(node.process.db, "show", "node-1", "--json").stdout.count('"task_cap": 5') == 1
+
+
+def test_a_viewer_sees_no_controls_and_its_forged_posts_are_refused(web_cluster, web):
+    cluster, _, _ = web_cluster
+    node, _ = web
+    _, viewer_key = cluster.add_api_key(f"viewer-{uuid.uuid4().hex[:8]}", role="viewer")
+    viewer = sign_in(node.url, viewer_key)
+    task = cluster.add_task(["sleep", "30"], name="long")
+    for path in ("/", "/nodes/node-1", "/tasks", f"/tasks/{task.id}", "/settings"):
+        page = viewer.get(path).text
+        actions = re.findall(r'<form method="post" action="([^"]+)"', page)
+        assert actions == ["/signout"], (path, actions)
+        assert 'role="switch"' not in page and "<details" not in page
+    token = csrf_token(viewer)  # its own, valid token: the role is what refuses it
+    for path, data in (("/nodes/node-1/drain", {"reason": "forged"}),
+                       ("/nodes/node-1/undrain", {}), ("/nodes/node-1/cap", {"cap": "1"}),
+                       ("/nodes/node-1/delete", {"confirmed": "node-1"}),
+                       (f"/tasks/{task.id}/cancel", {}),
+                       ("/settings", {"key": "offline_after", "value": "1h"})):
+        answer = viewer.post(path, data={**data, "csrf_token": token})
+        assert answer.status_code == 403 and "role" in answer.text, (path, answer.text)
+    assert node.ping().status_code == 200
+    assert cluster.task(task.id).state in ("Queued", "Executing")
+    assert cluster.settings().offline_after == 3
+    cluster.cancel(task.id)
+
+
+def test_every_page_route_declares_its_role(web):
+    from octonodes import web as web_page
+    from octonodes.roles import Role
+
+    routes = web_page.routes()
+    assert all(hasattr(r, "role") for r in routes)
+    public = {r.path for r in routes if r.role is None}
+    assert public == {"/signin", "/static"}
+    writes = [r for r in routes if "POST" in getattr(r, "methods", ()) and r.path != "/signin"]
+    assert all(r.role is not None for r in writes)
+    assert {r.path: r.role for r in writes if r.role is Role.ADMIN} == {
+        "/nodes/{name}/delete": Role.ADMIN, "/settings": Role.ADMIN}

@@ -32,11 +32,21 @@ def seconds(value: float | None) -> str:
     return format_duration(value) if value else ""
 
 
+def details(values: dict | None) -> str:
+    """An event's details in a line: `old → new`, else `key: value` pairs."""
+    values = {k: v for k, v in (values or {}).items() if k != "task_ranges"}
+    if {"old", "new"} <= set(values):
+        rest = {k: v for k, v in values.items() if k not in ("old", "new")}
+        head = f"{values['old']} → {values['new']}"
+        return "; ".join([head, *(f"{k}: {v}" for k, v in rest.items())])
+    return "; ".join(f"{k}: {v}" for k, v in values.items())
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ago=lambda then, now: ago(now, then), exact=exact, iso=iso,
-                       seconds=seconds, shell=shlex.join, slug=lambda text: str(text).lower().replace(" ", "-"))
+                       seconds=seconds, shell=shlex.join, details=details, slug=lambda text: str(text).lower().replace(" ", "-"))
     env.globals.update(htmx=HTMX)
     return env
 

@@ -6,6 +6,7 @@ tiny answer when nothing has."""
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
@@ -21,7 +22,7 @@ TASKS_SHOWN = 50
 class View:
     now: datetime
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         shown = tuple(getattr(self, f.name) for f in fields(self) if f.name != "now")
         return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
