@@ -66,7 +66,7 @@ def take(out: Path) -> list[Path]:
     cluster.store.initialize()
     for key, value in SETTINGS.items():
         cluster.set_setting(key, value)
-    _, key = cluster.add_api_key("on-call")
+    _, key = cluster.add_api_key("on-call", role="admin")
     ports = {name: _port() for name in ("web-1", "web-2", "web-3")}
     nodes = [_node(db, "web-1", ports["web-1"], "--cap", "4"),
              _node(db, "web-2", ports["web-2"]), _node(db, "web-3", ports["web-3"])]

@@ -23,7 +23,7 @@ def test_an_open_page_keeps_working_across_a_node_restart(fast_cluster, start_no
     import httpx
     from playwright.sync_api import expect
 
-    _, key = fast_cluster.add_api_key("balanced")
+    _, key = fast_cluster.add_api_key("balanced", role="operator")
     nodes = {name: start_http_node(start_node, name) for name in ("node-1", "node-2")}
     addresses = {name: node.url.removeprefix("http://") for name, node in nodes.items()}
     port = free_port()

@@ -40,7 +40,7 @@ def browser():
 @pytest.fixture(scope="module", params=BACKENDS)
 def web_cluster(request, tmp_path_factory):
     for cluster, nodes, db in module_cluster(request.param, tmp_path_factory):
-        _, key = cluster.add_api_key("page-admin")
+        _, key = cluster.add_api_key("page-admin", role="admin")
         yield cluster, nodes, db, key
 
 
@@ -146,10 +146,17 @@ def test_the_drain_toggle_takes_a_reason_and_the_ping_follows(web_cluster, page)
     assert cli_json(db, "show", "node-1")["status"] in ("Draining", "Drained")
     listed = octonodes(db, "list")
     assert re.search(r"node-1\s.*Drain(ing|ed)", listed.stdout), listed.stdout
+    drained = cluster.events(node="node-1", actions=["node.drain"])[0]
+    assert drained.actor.startswith("key page-admin (") and drained.reason == "kernel patch"
+    page.get_by_role("link", name="Events", exact=True).click()
+    expect(page.locator("#events tr[data-action='node.drain']").first).to_contain_text("kernel patch")
+    page.get_by_role("link", name="Nodes", exact=True).click()
 
     page.locator("#drain-node-1").click()  # back on: no question asked
     node.wait_ping(200, timeout=LIVE)
     expect(page.locator("#drain-node-1")).to_have_attribute("aria-checked", "false")
+    undrained = cluster.events(node="node-1", actions=["node.undrain"])[0]
+    assert undrained.actor.startswith("key page-admin (")
 
 
 def test_a_tasks_page_follows_its_log_and_shows_the_end(web_cluster, page):
@@ -193,3 +200,30 @@ def test_keyboard_labels_and_a_narrow_screen(web_cluster, page):
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, (path, width)
     page.evaluate("window.notReloaded = true")
+
+
+def test_a_viewer_sees_no_controls_and_cannot_post(browser, web_cluster):
+    from playwright.sync_api import expect
+
+    cluster, nodes, _, _ = web_cluster
+    node = nodes.http_node("node-1")
+    _, key = cluster.add_api_key("page-viewer", role="viewer")
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        browser_sign_in(tab, node.url, key)
+        expect(row(tab, "node-1")).to_be_visible()
+        expect(tab.locator(".who")).to_contain_text("page-viewer (viewer)")
+        for path in ("/", "/nodes/node-1", "/tasks", "/settings"):
+            tab.goto(node.url + path)
+            controls = tab.locator("[role=switch], details.menu, main form[method=post], "
+                                   "button.danger")
+            assert controls.count() == 0, (path, controls.first.evaluate("e => e.outerHTML"))
+        token = tab.locator('input[name="csrf_token"]').first.get_attribute("value")
+        forged = tab.request.post(node.url + "/nodes/node-1/drain",
+                                  form={"csrf_token": token, "reason": "forged"}, max_redirects=0)
+        assert forged.status == 403 and "operator" in forged.text()
+        assert node.ping().status_code == 200
+        assert not cluster.node("node-1", with_tasks=False).drain
+    finally:
+        context.close()

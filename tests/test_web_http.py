@@ -34,7 +34,7 @@ def web_cluster(request, tmp_path_factory):
 def web(web_cluster):
     cluster, start_node, _ = web_cluster
     node = start_node.http_node("node-1")
-    _, key = cluster.add_api_key(f"web-{uuid.uuid4().hex[:8]}")
+    _, key = cluster.add_api_key(f"web-{uuid.uuid4().hex[:8]}", role="admin")
     yield node, key
     cluster.undrain("node-1")
     cluster.set_cap("node-1", 5)

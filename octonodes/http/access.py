@@ -111,6 +111,12 @@ def client_address(request: Request) -> str:
     return peer
 
 
+def from_trusted_proxy(request: Request) -> bool:
+    """Whether the peer is one of the `trusted_proxies`, whose forwarding
+    headers (`X-Forwarded-For`, `X-Forwarded-Proto`) may be believed."""
+    return request.client is not None and _within(request.client.host, _trusted_proxies(request))
+
+
 def _trusted_proxies(request: Request) -> tuple:
     settings = getattr(request.app.state.context.worker, "settings", None)
     return getattr(settings, "trusted_proxies", ()) or ()

@@ -11,10 +11,11 @@ import functools
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from ..errors import DatabaseError, NotFound, OctonodesError, Refused, UsageError
+from ..http.access import mount
 from ..roles import Role
 from . import actions, pages, signin
 from .access import page
@@ -67,6 +68,8 @@ def routes() -> list[BaseRoute]:
         ("/tasks/{task_id}", pages.task_page(), "GET", viewer, False),
         ("/live/tasks/{task_id}", pages.task_page(live=True), "GET", viewer, True),
         ("/live/tasks/{task_id}/log", pages.task_log, "GET", viewer, True),
+        ("/events", pages.events_page(), "GET", viewer, False),
+        ("/live/events", pages.events_page(live=True), "GET", viewer, True),
         ("/settings", pages.settings_page, "GET", viewer, False),
         ("/nodes/{name}/drain", actions.drain, "POST", operator, False),
         ("/nodes/{name}/undrain", actions.undrain, "POST", operator, False),
@@ -81,6 +84,4 @@ def routes() -> list[BaseRoute]:
     built: list[BaseRoute] = [page(path, _errors_shown(endpoint), methods=(method,), role=role,
                                    refresh=refresh)
                               for path, endpoint, method, role, refresh in table]
-    static = Mount("/static", _Static(directory=STATIC), name="static")
-    static.role = None
-    return built + [static]
+    return built + [mount("/static", _Static(directory=STATIC), name="static")]

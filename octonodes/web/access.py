@@ -17,7 +17,6 @@ from a trusted proxy).
 from __future__ import annotations
 
 import functools
-import ipaddress
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
@@ -25,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ..http.access import client_address, from_trusted_proxy
 from ..roles import Role, allows
-from ..sessions import IDLE_LIMIT, Session
+from ..sessions import Session
 
 COOKIE = "octonodes_session"
 CSRF_FIELD = "csrf_token"
@@ -41,32 +41,11 @@ def context(request: Request):
     return request.app.state.context
 
 
-def _trusted_peer(request: Request) -> bool:
-    """Is the peer a proxy the cluster trusts to say who the client is?"""
-    if request.client is None:
-        return False
-    proxies = getattr(context(request).worker.settings, "trusted_proxies", ())
-    try:
-        peer = ipaddress.ip_address(request.client.host)
-    except ValueError:
-        return False
-    return any(peer in network for network in proxies)
-
-
-def client_address(request: Request) -> str:
-    """The client's address: the last hop of `X-Forwarded-For` when the peer
-    is a trusted proxy, else the peer's own."""
-    forwarded = request.headers.get("x-forwarded-for", "")
-    if forwarded and _trusted_peer(request):
-        return forwarded.split(",")[-1].strip()
-    return request.client.host if request.client else "unknown"
-
-
 def over_tls(request: Request) -> bool:
     if request.url.scheme == "https":
         return True
     proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return proto == "https" and _trusted_peer(request)
+    return proto == "https" and from_trusted_proxy(request)
 
 
 def set_session_cookie(request: Request, response: Response, value: str) -> None:
@@ -101,15 +80,6 @@ def session_of(request: Request) -> Session:
     return request.state.session
 
 
-def actor(request: Request) -> str:
-    """Who acts, as the audit trail names a key over HTTP."""
-    return f"key {session_of(request).key.name} ({client_address(request)})"
-
-
-def key_role(key) -> Role:
-    return Role(getattr(key, "role", Role.ADMIN))
-
-
 def page(path: str, endpoint: Endpoint, *, methods: tuple[str, ...] = ("GET",),
          role: Role | None, refresh: bool = False) -> Route:
     """A route of the web page that needs a signed-in key with `role` (None:
@@ -129,7 +99,7 @@ def page(path: str, endpoint: Endpoint, *, methods: tuple[str, ...] = ("GET",),
                     lambda c: c.sessions().check(cookie, used=not refresh))
             if session is None:
                 return _signed_out(request)
-            if not allows(key_role(session.key), role):
+            if not allows(session.key.role, role):
                 return Response(f"this needs the {role} role", status_code=403,
                                 media_type="text/plain")
             if request.method not in SAFE_METHODS:
@@ -138,6 +108,8 @@ def page(path: str, endpoint: Endpoint, *, methods: tuple[str, ...] = ("GET",),
                     return Response("the CSRF token is missing or wrong; reload the page",
                                     status_code=403, media_type="text/plain")
             request.state.session = session
+            request.state.api_key = session.key
+            request.state.actor = f"key {session.key.name} ({client_address(request)})"
             return await endpoint(request)
 
     route = Route(path, guarded, methods=list(methods))

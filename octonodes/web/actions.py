@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..cluster import Cluster
 from ..errors import UsageError
-from .access import actor, context
+from .access import context
 from .pages import SECURITY_HEADERS, common, html, task_id_of
 from .templating import render
 
@@ -35,7 +35,7 @@ def _reason(request: Request, form: FormData) -> str | None:
 
 async def _act(request: Request, change: Callable[[Cluster, str, str | None], object]) -> Response:
     form = await request.form()
-    who, why = actor(request), _reason(request, form)
+    who, why = request.state.actor, _reason(request, form)
     await context(request).call(lambda c: change(c, who, why))
     request.app.state.web.views.forget()
     return RedirectResponse(local_path(form.get("next")), status_code=303,

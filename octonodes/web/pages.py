@@ -15,7 +15,7 @@ from ..cluster import Cluster
 from ..errors import UsageError
 from ..roles import Role, allows
 from . import views
-from .access import context, key_role, session_of
+from .access import context, session_of
 from .live import REFRESH
 from .templating import render
 
@@ -37,7 +37,7 @@ def html(body: str, status: int = 200) -> HTMLResponse:
 def common(request: Request) -> dict:
     """What every page's frame needs: who is signed in and what they may do."""
     session = session_of(request)
-    role = key_role(session.key)
+    role = session.key.role
     return {"key_name": session.key.name, "role": role, "csrf_token": session.csrf_token,
             "can_operate": allows(role, Role.OPERATOR), "can_admin": allows(role, Role.ADMIN),
             "here": _page_url(request),
@@ -119,6 +119,17 @@ def task_page(live: bool = False):
         return await _show(request, ("task", task_id), lambda c: views.task_view(c, task_id),
                            "task.html", live, page_title=f"Task {task_id}", log=log)
     return task
+
+
+def events_page(live: bool = False):
+    async def events(request: Request) -> Response:
+        query = request.query_params
+        node, action = query.get("node") or None, query.get("action") or None
+        actor = (query.get("actor") or "").strip()[:200] or None
+        return await _show(request, ("events", node, action, actor),
+                           lambda c: views.events_view(c, node, action, actor), "events.html",
+                           live, page_title="Events", action_names=views.ACTION_NAMES)
+    return events
 
 
 async def task_log(request: Request) -> Response:

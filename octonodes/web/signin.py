@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..roles import Role
-from .access import (COOKIE, clear_session_cookie, context, key_role, over_tls,
-                     set_session_cookie)
+from .access import COOKIE, clear_session_cookie, context, over_tls, set_session_cookie
 from .actions import local_path
 from .pages import SECURITY_HEADERS, html
 from .templating import render
@@ -48,7 +47,7 @@ async def sign_in(request: Request) -> Response:
 
     def start(cluster):
         key = cluster.verify_api_key(key_text)
-        if key is None or key_role(key) is Role.PACKAGES:
+        if key is None or key.role is Role.PACKAGES:
             return key, None
         return key, cluster.sessions().start(key)
 

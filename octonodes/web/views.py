@@ -10,12 +10,14 @@ from functools import cached_property
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
+from ..audit import Action, Event
 from ..cluster import Cluster
-from ..models import Node, NodeStatus, OfflineReason, Task, TaskState
+from ..models import Node, OfflineReason, Task, TaskState
 from ..settings import SETTINGS, ClusterSettings
 from ..store.base import QueueSummary
 
 TASKS_SHOWN = 50
+EVENTS_SHOWN = 100
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,15 @@ class TaskView(View):
 
 
 @dataclass(frozen=True)
+class EventsView(View):
+    events: list[Event]
+    node_names: list[str]
+    node: str | None = None
+    action: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
 class SettingsView(View):
     settings: ClusterSettings
     stored: dict[str, str] = field(default_factory=dict)
@@ -86,6 +97,14 @@ def task_view(cluster: Cluster, task_id: int) -> TaskView:
     return TaskView(now=cluster.now(), task=cluster.task(task_id))
 
 
+def events_view(cluster: Cluster, node: str | None, action: str | None,
+                actor: str | None) -> EventsView:
+    return EventsView(now=cluster.now(), node_names=[n.name for n in cluster.nodes()],
+                      events=cluster.events(node=node, actions=[action] if action else (),
+                                            actor=actor, limit=EVENTS_SHOWN),
+                      node=node, action=action, actor=actor)
+
+
 def settings_view(cluster: Cluster) -> SettingsView:
     return SettingsView(now=cluster.now(), settings=cluster.settings(),
                         stored=cluster.stored_settings())
@@ -110,4 +129,4 @@ def log_part(cluster: Cluster, task_id: int, after: int = 0) -> LogPart:
 
 
 STATE_NAMES = [s.value for s in TaskState]
-STATUS_NAMES = [s.value for s in NodeStatus]
+ACTION_NAMES = [a.value for a in Action]
