@@ -110,7 +110,11 @@ def page(path: str, endpoint: Endpoint, *, methods: tuple[str, ...] = ("GET",),
             request.state.session = session
             request.state.api_key = session.key
             request.state.actor = f"key {session.key.name} ({client_address(request)})"
-            return await endpoint(request)
+            return await guarded.endpoint(request)
+
+        guarded.needed_role = role  # type: ignore[attr-defined]
+        guarded.endpoint = endpoint  # type: ignore[attr-defined]  (a test may swap it for a probe)
+        guarded.signed_in = True  # type: ignore[attr-defined]  (a session, not an API key)
 
     route = Route(path, guarded, methods=list(methods))
     route.role = role
