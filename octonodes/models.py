@@ -77,18 +77,19 @@ def offline_threshold(offline_after: float, heartbeat_interval: float | None) ->
     return max(offline_after, 2 * (heartbeat_interval or 0))
 
 
-def derive_status(
-    *,
-    now: datetime,
-    last_seen: datetime | None,
-    stopped: bool,
-    drain: bool,
-    shutting_down: bool,
-    running: int,
-    threshold: float,
-) -> NodeStatus:
-    """The status a node shows at `now` (SPEC 2). Offline wins over drain."""
-    if stopped or last_seen is None or now - last_seen > timedelta(seconds=threshold):
+def is_offline(*, now: datetime, last_seen: datetime | None, stopped: bool,
+               offline_after: float, heartbeat_interval: float | None) -> bool:
+    """The offline rule: a node is Offline once it stopped, or when its last
+    check-in is more than its threshold before `now` (exactly the threshold
+    is still online). `store.common.offline_sql` says the same in SQL."""
+    if stopped or last_seen is None:
+        return True
+    return now - last_seen > timedelta(seconds=offline_threshold(offline_after, heartbeat_interval))
+
+
+def derive_status(*, offline: bool, drain: bool, shutting_down: bool, running: int) -> NodeStatus:
+    """The status a node shows, given whether it is offline. Offline wins over drain."""
+    if offline:
         return NodeStatus.OFFLINE
     if drain or shutting_down:
         return NodeStatus.DRAINING if running else (
@@ -196,17 +197,12 @@ class Node:
 
 def make_node(row: dict, *, now: datetime, running: int, offline_after: float) -> Node:
     """Build a Node from stored fields (times as aware datetimes), deriving its status."""
-    threshold = offline_threshold(offline_after, row.get("heartbeat_interval"))
     stopped = row.get("stopped_at") is not None
-    status = derive_status(
-        now=now,
-        last_seen=row.get("last_seen"),
-        stopped=stopped,
-        drain=bool(row["drain"]),
-        shutting_down=bool(row.get("shutting_down")),
-        running=running,
-        threshold=threshold,
-    )
+    offline = is_offline(now=now, last_seen=row.get("last_seen"), stopped=stopped,
+                         offline_after=offline_after,
+                         heartbeat_interval=row.get("heartbeat_interval"))
+    status = derive_status(offline=offline, drain=bool(row["drain"]),
+                           shutting_down=bool(row.get("shutting_down")), running=running)
     reason = since = None
     if status is NodeStatus.OFFLINE:
         if stopped:
@@ -214,6 +210,7 @@ def make_node(row: dict, *, now: datetime, running: int, offline_after: float) -
         else:
             reason = OfflineReason.LOST
             last_seen = row.get("last_seen")
+            threshold = offline_threshold(offline_after, row.get("heartbeat_interval"))
             since = last_seen + timedelta(seconds=threshold) if last_seen else None
     return Node(
         name=row["name"],

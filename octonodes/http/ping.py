@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..livestate import LiveState
+from ..models import derive_status
 from .context import iso
 
 UNAVAILABLE, DRAINED, OK = 503, 418, 200
@@ -44,12 +45,11 @@ def ping_body(live: LiveState) -> dict:
 
 
 def status_name(live: LiveState) -> str:
-    """The node's status as `octonodes list` would show it, from its own view."""
-    if live.stopped or live.fenced or not live.healthy():
-        return "Offline"
-    if live.drain or live.shutting_down:
-        return "Draining" if live.running or not live.drain else "Drained"
-    return "Running"
+    """The node's status as `octonodes list` would show it, from its own view:
+    offline once stopped, fenced or without a recent check-in."""
+    offline = live.stopped or live.fenced or not live.healthy()
+    return str(derive_status(offline=offline, drain=live.drain,
+                             shutting_down=live.shutting_down, running=live.running))
 
 
 async def ping(request: Request) -> JSONResponse:

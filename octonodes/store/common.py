@@ -14,6 +14,17 @@ ERROR_CANCELED_QUEUED = "canceled before a node picked it up"
 ERROR_NODE_DELETED = "node {node} was deleted while the task ran"
 
 
+def offline_sql(now: str, offline_after: str, *, greatest: str, seconds: str,
+                n: str = "n") -> str:
+    """The offline rule (`models.is_offline`) in SQL, for the node row `n` at
+    the time `now`, with the `offline_after` setting in seconds: both SQL
+    texts, each store's reap and PostgreSQL's exchange use this one
+    expression. `greatest` is the dialect's two-argument maximum, `seconds`
+    what turns a number into a duration to subtract from a time."""
+    return (f"({n}.stopped_at IS NOT NULL OR {n}.last_seen IS NULL OR {n}.last_seen < {now}"
+            f" - {greatest}({offline_after}, 2 * coalesce({n}.heartbeat_interval, 0)){seconds})")
+
+
 def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
 

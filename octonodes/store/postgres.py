@@ -40,7 +40,7 @@ from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reape
                    Registered, Registration, Store, TaskSpec)
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
 from .postgres_listen import TASK_ENDS, Listener, channel_for
-from .postgres_schema import SCHEMA_VERSION, TABLES
+from .postgres_schema import SCHEMA_VERSION, SECONDS, TABLES
 from .postgres_sessions import PostgresSessions
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
@@ -58,9 +58,11 @@ SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
 
-NEWLY_LOST_SQL = """n.stopped_at IS NULL AND n.instance_id IS NOT NULL
-    AND n.lost_instance IS DISTINCT FROM n.instance_id
-    AND n.last_seen < %s - greatest(%s, 2 * coalesce(n.heartbeat_interval, 0)) * interval '1 second'"""
+OFFLINE_SQL = common.offline_sql("%s", "%s", greatest="greatest", seconds=SECONDS)
+"""The offline rule for node row `n` (arguments: now, offline_after)."""
+
+NEWLY_LOST_SQL = f"""n.stopped_at IS NULL AND n.instance_id IS NOT NULL
+    AND n.lost_instance IS DISTINCT FROM n.instance_id AND {OFFLINE_SQL}"""
 """A node offline without a clean stop, not yet recorded lost (arguments: now, offline_after)."""
 
 EXCHANGE_SQL = """SELECT * FROM octonodes_exchange(%s, %s, %s,
@@ -689,10 +691,8 @@ class PostgresStore(PostgresSessions, Store):
         return failed, requeued
 
     def reap(self, actor: str | None = None) -> Reaped:
-        lost_where = """AND (n.name IS NULL OR n.instance_id IS DISTINCT FROM t.instance_id
-            OR n.stopped_at IS NOT NULL
-            OR n.last_seen < %s - greatest(%s, 2 * coalesce(n.heartbeat_interval, 0))
-                               * interval '1 second')"""
+        lost_where = f"""AND (n.name IS NULL OR n.instance_id IS DISTINCT FROM t.instance_id
+            OR {OFFLINE_SQL})"""
         queue_where = """state = 'Queued'
             AND queued_at < %s - coalesce(queue_timeout, %s) * interval '1 second'"""
         with self._cursor() as cur:

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..settings import SETTINGS, parse_duration
+from .common import offline_sql
+
 TABLES = ("meta", "settings", "nodes", "tasks", "task_logs", "api_keys", "events",
           "web_sessions")
 """The tables octonodes owns in its schema."""
@@ -101,6 +104,23 @@ A batch announces its ends unless it holds `registering` shared and can
 take `waiting` itself, for a moment: then nobody waits, and whoever comes
 next reads what it committed."""
 
+SECONDS = " * interval '1 second'"
+"""What turns a number of seconds into an interval in PostgreSQL's SQL."""
+
+
+def _stored_seconds(key: str) -> str:
+    """A duration setting in seconds, read in SQL from its stored spelling
+    (`90`, `90s`, `5m`, `2h`, `1d`), its default when unset."""
+    units = " ".join(f"WHEN '{unit}' THEN {parse_duration('1' + unit):g}" for unit in "smhd")
+    default = parse_duration(SETTINGS[key].default)
+    return (f"coalesce((SELECT rtrim(s.value, 'smhd')::float8 * CASE right(s.value, 1) "
+            f"{units} ELSE 1 END FROM settings s WHERE s.key = '{key}'), {default:g})")
+
+
+_OFFLINE_AT_CLAIM = offline_sql("now_", _stored_seconds("offline_after"),
+                                greatest="greatest", seconds=SECONDS)
+
+
 # What a busy node does after each batch of task ends, as one statement (one
 # message to the server, answered in one, with plans the server keeps per
 # connection): lock its row, append output, record ends, claim, and announce
@@ -176,8 +196,8 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         END IF;
         -- The claim reads the node's room from its row (locked above, so any
         -- drain, cap change or other claim committed before is seen): none
-        -- when it is drained, stopping or not online (offline_after read from
-        -- its stored spelling: `90`, `90s`, `5m`, `2h`, `1d`); else its cap
+        -- when it is drained, stopping or offline (`offline_sql`, with
+        -- offline_after read from its stored spelling); else its cap
         -- less what runs on it, and at most what the node asked for. What
         -- runs is counted one state at a time, so both columns of (node,
         -- state) bound the index scan. The rows `picked` locked are queued
@@ -185,14 +205,8 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         IF claim_limit > 0 THEN
             RETURN QUERY
             WITH room AS (
-                SELECT CASE WHEN n.drain OR n.shutting_down OR n.stopped_at IS NOT NULL
-                            OR n.last_seen IS NULL OR now_ - n.last_seen > make_interval(secs =>
-                                greatest(coalesce((
-                                    SELECT rtrim(s.value, 'smhd')::float8 * CASE right(s.value, 1)
-                                        WHEN 'm' THEN 60 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400
-                                        ELSE 1 END
-                                    FROM settings s WHERE s.key = 'offline_after'), 60),
-                                    2 * coalesce(n.heartbeat_interval, 0)))
+                SELECT CASE WHEN n.drain OR n.shutting_down
+                            OR {_OFFLINE_AT_CLAIM}
                        THEN 0
                        ELSE least(claim_limit, n.task_cap
                             - (SELECT count(*) FROM tasks r

@@ -22,7 +22,7 @@ from .. import audit
 from ..audit import Action, Change, Event, EventFilter, node_actor
 from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Refused,
                       SchemaMismatch)
-from ..models import Node, Task, TaskState, make_node, offline_threshold
+from ..models import Node, Task, TaskState, is_offline, make_node
 from ..roles import Role
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import audit_sql, common
@@ -36,6 +36,11 @@ ACTIVE_SQL = "('Executing', 'Cancelling')"
 RUNNING_COUNT_SQL = (
     f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})"
 )
+
+
+def _offline_sql(n: str = "n") -> str:
+    """The offline rule for row `n` (arguments: now, offline_after)."""
+    return common.offline_sql("?", "?", greatest="max", seconds="", n=n)
 
 
 def _utc_now() -> datetime:
@@ -524,9 +529,9 @@ class SQLiteStore(SQLiteSessions, Store):
             return []
         cap, drain, shutting_down, stopped_at, last_seen, interval, running, stored = row
         settings = ClusterSettings.from_stored(json.loads(stored))
-        threshold = offline_threshold(settings.offline_after, interval)
-        if drain or shutting_down or stopped_at is not None or last_seen is None \
-                or _ts(now) - last_seen > threshold:
+        if drain or shutting_down or is_offline(
+                now=now, last_seen=_dt(last_seen), stopped=stopped_at is not None,
+                offline_after=settings.offline_after, heartbeat_interval=interval):
             return []
         room = min(limit, cap - running)
         if room <= 0:
@@ -639,17 +644,15 @@ class SQLiteStore(SQLiteSessions, Store):
         now = self.now()
         ts = _ts(now)
         # Read-only looks first, so a quiet cluster never takes the write lock.
-        lost_where = """AND (n.name IS NULL OR n.instance_id IS NOT t.instance_id
-            OR n.stopped_at IS NOT NULL
-            OR n.last_seen < ? - max(?, 2 * coalesce(n.heartbeat_interval, 0)))"""
+        lost_where = f"""AND (n.name IS NULL OR n.instance_id IS NOT t.instance_id
+            OR {_offline_sql()})"""
         lost_args = (ts, settings.offline_after)
         queue_where = """state = 'Queued' AND queued_at < ? - coalesce(queue_timeout, ?)"""
         queue_args = (ts, settings.queue_timeout)
         prune_args = (ts - settings.task_retention,)
         # A node offline without a clean stop is recorded lost once per instance.
-        newly_lost = """stopped_at IS NULL AND instance_id IS NOT NULL
-            AND lost_instance IS NOT instance_id
-            AND last_seen < ? - max(?, 2 * coalesce(heartbeat_interval, 0))"""
+        newly_lost = f"""stopped_at IS NULL AND instance_id IS NOT NULL
+            AND lost_instance IS NOT instance_id AND {_offline_sql("nodes")}"""
         aged = (ts - settings.event_retention,)
         with self._errors():
             any_lost = self.conn.execute(
