@@ -195,3 +195,34 @@ def test_every_page_route_declares_its_role(web):
     assert all(r.role is not None for r in writes)
     assert {r.path: r.role for r in writes if r.role is Role.ADMIN} == {
         "/nodes/{name}/delete": Role.ADMIN, "/settings": Role.ADMIN}
+
+
+def test_the_cookie_is_secure_behind_a_trusted_proxy_that_says_https(web_cluster, web):
+    cluster, _, _ = web_cluster
+    node, key = web
+
+    def cookie_flags(headers: dict) -> set:
+        form = httpx.get(node.url + "/signin", headers=headers)
+        signin_cookie = form.headers["set-cookie"].split(";")[0]  # sent back as over TLS
+        answer = httpx.post(node.url + "/signin", headers={**headers, "Cookie": signin_cookie},
+                            data={"signin_token": hidden(form.text, "signin_token"),
+                                  "api_key": key})
+        assert answer.status_code == 303, answer.text
+        cookie = next(c for c in answer.headers.get_list("set-cookie")
+                      if c.startswith(SESSION_COOKIE))
+        return {part.strip().lower() for part in cookie.split(";")[1:]}
+
+    claimed = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    assert "secure" not in cookie_flags(claimed)  # anyone can send the header
+    cluster.set_setting("trusted_proxies", "127.0.0.1")
+    try:
+        wait_until(lambda: "secure" in cookie_flags(claimed), 10,
+                   message="the node to take the trusted proxy setting")
+        client = sign_in(node.url, key)
+        client.headers.update({"X-Forwarded-For": "203.0.113.9"})
+        client.post("/nodes/node-1/drain", data={"csrf_token": csrf_token(client),
+                                                 "reason": "behind the proxy"})
+        event = cluster.events(node="node-1", actions=["node.drain"])[0]
+        assert event.actor.endswith("(203.0.113.9)") and event.reason == "behind the proxy"
+    finally:
+        cluster.set_setting("trusted_proxies", "")

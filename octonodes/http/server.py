@@ -144,9 +144,12 @@ class NodeServer:
     def __init__(self, worker, sock: socket.socket, address: str) -> None:
         self.address = address
         self.context = HttpContext(worker)
+        # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For and
+        # -Proto from 127.0.0.1; the `trusted_proxies` setting alone decides.
         config = uvicorn.Config(
             build_app(self.context), log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=None, timeout_keep_alive=KEEP_ALIVE, server_header=False)
+            timeout_graceful_shutdown=None, timeout_keep_alive=KEEP_ALIVE, server_header=False,
+            proxy_headers=False)
         self._sock = sock
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="octonodes-http", daemon=True)
