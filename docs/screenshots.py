@@ -69,12 +69,12 @@ def take(out: Path) -> list[Path]:
     _, key = cluster.add_api_key("on-call", role="admin")
     ports = {name: _port() for name in ("web-1", "web-2", "web-3")}
     nodes = [_node(db, "web-1", ports["web-1"], "--cap", "4"),
-             _node(db, "web-2", ports["web-2"]), _node(db, "web-3", ports["web-3"])]
+             _node(db, "web-2", ports["web-2"]), _node(db, "web-3", ports["web-3"], "--cap", "0")]
     try:
         _wait(lambda: len([n for n in cluster.nodes() if n.online]) == 3)
         cluster.drain("web-2", reason="kernel upgrade")
         cluster.add_tasks([["sh", "-c", "echo deploying release 2.4.1; for i in 1 2 3; do "
-                            "echo step $i of 3; sleep 1; done; sleep 60"]] * 3)
+                            "echo step $i of 3; sleep 1; done; sleep 60"]] * 5)
         task = cluster.add_task(["sh", "-c", "echo building; echo tests passed; sleep 60"],
                                 name="nightly build")
         _wait(lambda: cluster.node("web-1", with_tasks=False).tasks == 4)
