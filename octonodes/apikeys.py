@@ -19,13 +19,12 @@ import re
 import secrets
 import string
 
-from .errors import UsageError
+from .models import validate_name
 
 KEY_PREFIX = "API-"
 KEY_LENGTH = 32
 KEY_ALPHABET = string.ascii_uppercase + string.digits
 KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}[A-Z0-9]{{{KEY_LENGTH}}}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def generate_key() -> str:
@@ -56,9 +55,4 @@ def well_formed(key: str) -> bool:
 
 def validate_key_name(name: str) -> str:
     """A key's name: 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit."""
-    if not NAME_PATTERN.match(name or ""):
-        raise UsageError(
-            f"invalid API key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    return validate_name(name, "API key")

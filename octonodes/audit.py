@@ -1,7 +1,7 @@
 """The audit trail's vocabulary: events, their actions, actors and reasons.
 
 Every change to the cluster is an event, written by the store in the same
-transaction as the change (SPEC 10). An event says when (the store's
+transaction as the change. An event says when (the store's
 clock), who (the actor), what (the action), to what (the target: a node, a
 task or a batch of tasks, a key, a setting, a package), the old and new
 values (`details`) and why (the reason the actor gave, if any). No command
@@ -22,6 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .errors import UsageError
+from .models import iso
 
 ENV_ACTOR = "OCTONODES_ACTOR"
 MAX_REASON = 500
@@ -82,7 +83,7 @@ class Event:
 
     def to_json(self) -> dict:
         return {
-            "id": self.id, "at": self.at.isoformat().replace("+00:00", "Z"),
+            "id": self.id, "at": iso(self.at),
             "actor": self.actor, "action": str(self.action), "target": self.target,
             "node": self.node, "task_first": self.task_first, "task_last": self.task_last,
             "details": self.details, "reason": self.reason,

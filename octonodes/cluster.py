@@ -1,4 +1,4 @@
-"""The Python API (SPEC 9): everything the CLI does, as methods on `Cluster`."""
+"""The Python API: everything the CLI does, as methods on `Cluster`."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class Cluster:
     """A cluster's nodes, tasks and settings, through its database.
 
     Every method that changes something records an event in the same
-    transaction (SPEC 10). They take keyword-only `actor` (who: by default
+    transaction. They take keyword-only `actor` (who: by default
     `OCTONODES_ACTOR`, else `user@host`) and, where a change may be
     explained, `reason` (at most 500 characters).
     """
@@ -140,9 +140,29 @@ class Cluster:
         return self.store.delete_node(validate_name(name), force=force, change=change)
 
     def wait_idle(self, name: str, timeout: float | None = None,
-                  progress: Callable[[Node], None] | None = None) -> Node:
-        """Block until nothing runs on the node; TimedOut past `timeout` seconds."""
+                  progress: Callable[[Node], None] | None = None, *,
+                  cancel_at_timeout: bool = False,
+                  cancelled: Callable[[list[Task]], None] | None = None,
+                  actor: str | None = None) -> Node:
+        """Block until nothing runs on the node; TimedOut past `timeout`
+        seconds. With `cancel_at_timeout`, past `timeout` cancel what still
+        runs there instead (`cancelled` hears which tasks) and wait, without
+        a deadline, for those tasks to end. `progress` hears the node at each look."""
         validate_name(name)
+        try:
+            return self._wait_idle(name, timeout, progress)
+        except TimedOut:
+            if not cancel_at_timeout:
+                raise
+        tasks = self.store.node(name, with_tasks=True).active_tasks or []
+        for task in tasks:
+            self.cancel(task.id, actor=actor)
+        if cancelled:
+            cancelled(tasks)
+        return self._wait_idle(name, None, progress)
+
+    def _wait_idle(self, name: str, timeout: float | None,
+                   progress: Callable[[Node], None] | None) -> Node:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             node = self.store.node(name, with_tasks=True)
@@ -339,7 +359,7 @@ class Cluster:
     # -- monitoring ---------------------------------------------------------
 
     def check(self, warn_wait: float = 600.0) -> CheckResult:
-        """The cluster's health for cron and monitoring (SPEC 5, `check`)."""
+        """The cluster's health for cron and monitoring (`check`)."""
         nodes = self.store.nodes()
         queue = self.store.queue_summary()
         now = self.store.now()

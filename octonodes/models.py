@@ -55,11 +55,12 @@ ENDED_STATES = frozenset(
 )
 
 
-def validate_name(name: str) -> str:
-    """A node name: 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit."""
-    if not NAME_PATTERN.match(name or ""):
+def validate_name(name: str, what: str = "node") -> str:
+    """A node's (or an API key's, ...) name: 1-64 of `A-Z a-z 0-9 . _ -`,
+    starting with a letter or digit."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise UsageError(
-            f"invalid node name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"invalid {what} name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return name
@@ -98,7 +99,8 @@ def derive_status(*, offline: bool, drain: bool, shutting_down: bool, running: i
     return NodeStatus.RUNNING
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a `Z`, as every JSON document of octonodes writes a time."""
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -131,7 +133,7 @@ class Task:
         doc.pop("instance")
         doc["state"] = str(self.state)
         for key in ("queued_at", "started_at", "finished_at"):
-            doc[key] = _iso(doc[key])
+            doc[key] = iso(doc[key])
         return doc
 
 
@@ -171,17 +173,17 @@ class Node:
         doc = {
             "name": self.name,
             "status": str(self.status),
-            "last_seen": _iso(self.last_seen),
+            "last_seen": iso(self.last_seen),
             "task_cap": self.task_cap,
             "tasks": self.tasks,
             "drain": self.drain,
             "drain_reason": self.drain_reason,
             "drained_by": self.drained_by,
-            "drained_at": _iso(self.drained_at),
+            "drained_at": iso(self.drained_at),
             "offline_reason": str(self.offline_reason) if self.offline_reason else None,
-            "offline_since": _iso(self.offline_since),
-            "started_at": _iso(self.started_at),
-            "stopped_at": _iso(self.stopped_at),
+            "offline_since": iso(self.offline_since),
+            "started_at": iso(self.started_at),
+            "stopped_at": iso(self.stopped_at),
             "shutting_down": self.shutting_down,
             "version": self.version,
             "host": self.host,

@@ -8,6 +8,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from .models import iso
+
 
 class TextFormatter(logging.Formatter):
     def __init__(self, node: str) -> None:
@@ -33,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps({
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "time": iso(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "node": self.node,
             "message": record.getMessage(),

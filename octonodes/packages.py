@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import OctonodesError, Refused, UsageError
+from .models import iso
 
 if TYPE_CHECKING:
     from .incoming import Incoming
@@ -110,7 +111,7 @@ class Package:
             "package_id": self.package_id, "version": self.version,
             "extension": self.extension, "file_name": self.file_name, "size": self.size,
             "sha256": self.sha256,
-            "uploaded_at": self.uploaded_at.isoformat().replace("+00:00", "Z"),
+            "uploaded_at": iso(self.uploaded_at),
         }
 
 

@@ -1,4 +1,4 @@
-"""Who may do what over HTTP: the role each API key holds (SPEC 10).
+"""Who may do what over HTTP: the role each API key holds.
 
 - `viewer` reads everything: nodes, tasks, logs, events, packages, settings;
 - `operator` is a viewer that may also drain, undrain, change caps, add and

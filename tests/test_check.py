@@ -1,4 +1,4 @@
-"""`octonodes check` for cron and monitoring (SPEC 5): monitoring-plugin exit
+"""`octonodes check` for cron and monitoring: monitoring-plugin exit
 codes for every node situation, a one-line summary first.
 
 Situations made of rows use the store: the library's `check()` under a fake

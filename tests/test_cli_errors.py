@@ -1,4 +1,4 @@
-"""Every bad input of SPEC sections 1 and 5: its exit code, exactly one
+"""Every bad input of the CLI: its exit code, exactly one
 `Error:` line on stderr, no traceback, and nothing written.
 
 Most cases run the CLI in-process through Typer's CliRunner (fast); a few

@@ -1,5 +1,5 @@
-"""Many processes on one database at once (SPEC 1: safe for any number of
-processes on one host; SPEC 2: one name, one process).
+"""Many processes on one database at once (safe for any number of
+processes on one host; one name, one process).
 
 Twenty processes spend a few seconds checking in, setting caps and toggling
 drain on the same handful of nodes through the library. Nothing may raise

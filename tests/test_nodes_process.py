@@ -1,4 +1,4 @@
-"""Real `octonodes node run` processes and real signals (SPEC 2 and 6): nodes
+"""Real `octonodes node run` processes and real signals: nodes
 come up Running, drain at once, are lost after offline_after when killed,
 stop cleanly on SIGTERM, hold their name against a second process, keep
 drain and cap across restarts, and log to stderr.

@@ -1,4 +1,4 @@
-"""PostgreSQL: one cluster across many hosts (SPEC 8).
+"""PostgreSQL: one cluster across many hosts.
 
 PostgreSQL only. Here `db` is a fresh schema on the test server, as
 conftest's `db` builds for its postgresql case, so every fixture built on it

@@ -1,4 +1,4 @@
-"""Cluster settings (SPEC 4) through `octonodes config`: defaults, changes,
+"""Cluster settings through `octonodes config`: defaults, changes,
 the duration spellings, the JSON document, which database is shown, and a
 running node taking a change at its next check-in."""
 

@@ -1,5 +1,5 @@
-"""Node status derivation (SPEC 2) at its boundaries, and the node verbs and
-documents that show it (SPEC 5: list, show, drain, undrain, cap, delete).
+"""Node status derivation at its boundaries, and the node verbs and
+documents that show it (list, show, drain, undrain, cap, delete).
 
 Time is injected through the store: a `FakeClock` the test moves, so every
 boundary is exact and no test sleeps. Nodes are registered and checked in
@@ -247,7 +247,7 @@ def test_nodes_filter_by_status(timed, clock):
     assert [n.name for n in timed.nodes([NodeStatus.RUNNING, "Drained"])] == ["drained-1", "run-1"]
 
 
-# -- one name, one process (SPEC 2) ----------------------------------------------
+# -- one name, one process ----------------------------------------------
 
 
 def test_a_live_holder_keeps_its_name_and_is_named(timed, clock):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import OctonodesError, TimedOut
-from ..models import NodeStatus
+from ..models import NodeStatus, iso
 from ..settings import format_duration, parse_duration
 from . import JsonOption, UnknownOnUsageError, app, enum_values, fail, print_json
 
@@ -120,18 +120,16 @@ def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
             for t in (node.active_tasks or []) if t.started_at)
         status.update(f"{name}: waiting for {len(node.active_tasks or [])} task(s): {running}")
 
+    def cancelled(tasks) -> None:
+        status.update(f"{name}: cancelled {len(tasks)} task(s); waiting for them to end")
+
     with err_console.status(f"{name}: waiting for running tasks", spinner="line") as status:
         try:
-            cluster.wait_idle(name, timeout=seconds, progress=progress)
+            cluster.wait_idle(name, timeout=seconds, progress=progress,
+                              cancel_at_timeout=cancel_tasks, cancelled=cancelled)
         except TimedOut as exc:
-            if not cancel_tasks:
-                raise fail(f"timed out after {format_duration(seconds)}: {exc}; "
-                           f"{name} stays drained", TimedOut.exit_code) from None
-            node = cluster.node(name)
-            for task in node.active_tasks or []:
-                cluster.cancel(task.id)
-            status.update(f"{name}: cancelled {len(node.active_tasks or [])} task(s); waiting for them to end")
-            cluster.wait_idle(name, progress=progress)
+            raise fail(f"timed out after {format_duration(seconds)}: {exc}; "
+                       f"{name} stays drained", TimedOut.exit_code) from None
     print(f"{name} is drained: no tasks running")
 
 
@@ -215,8 +213,7 @@ def check(
             "problems": result.problems, "database": cluster.db,
             "nodes": [n.to_json() for n in result.nodes],
             "queue": {"queued": queue.queued,
-                      "oldest_queued_at": queue.oldest_queued_at.isoformat().replace("+00:00", "Z")
-                      if queue.oldest_queued_at else None},
+                      "oldest_queued_at": iso(queue.oldest_queued_at)},
         })
     else:
         print(result.summary)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Callable, TypeVar
 
 
@@ -69,6 +68,3 @@ class HttpContext:
         self._db_threads.shutdown(wait=False)
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC, as the CLI's --json writes it."""
-    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from ..cluster import Cluster
 from ..errors import UsageError
 from ..models import Node, Task
-from .context import iso
+from ..models import iso
 
 DRAIN_FIELD = "IsInMaintenanceMode"
 REASON_FIELD = "DrainReason"

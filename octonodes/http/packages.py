@@ -33,7 +33,7 @@ from ..errors import UsageError
 from ..incoming import Incoming
 from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
                         parse_file_name)
-from .context import iso
+from ..models import iso
 
 log = logging.getLogger("octonodes.http")
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from ..livestate import LiveState
 from ..models import derive_status
-from .context import iso
+from ..models import iso
 
 UNAVAILABLE, DRAINED, OK = 503, 418, 200
 NO_STORE = {"Cache-Control": "no-store"}

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Callable, Iterable
 
 from ..audit import Action, Change, Event, EventFilter
-from ..models import Node, Task, TaskState
+from ..models import Node, Task, TaskState, iso
 from ..roles import Role
 from ..settings import ClusterSettings
 
@@ -118,9 +118,6 @@ class ApiKey:
         return self.revoked_at is not None
 
     def to_json(self) -> dict:
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat().replace("+00:00", "Z") if value else None
-
         return {"name": self.name, "role": str(self.role), "created_at": iso(self.created_at),
                 "last_used_at": iso(self.last_used_at),
                 "revoked": self.revoked, "revoked_at": iso(self.revoked_at)}
@@ -201,7 +198,7 @@ class Store(ABC):
 
     @abstractmethod
     def check_schema(self) -> None:
-        """SchemaMismatch unless this code can use the schema (SPEC 1)."""
+        """SchemaMismatch unless this code can use the schema."""
 
     def prepare_for_node(self) -> None:
         """`node run` may give a new database its schema, but upgrades nothing."""

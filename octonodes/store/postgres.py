@@ -1,4 +1,4 @@
-"""PostgreSQL, for nodes on several hosts sharing one server (SPEC 8).
+"""PostgreSQL, for nodes on several hosts sharing one server.
 
 Same behaviour as the SQLite store, with the server doing what SQLite's
 single write lock did there:
