@@ -21,7 +21,7 @@ import pytest
 from helpers import octonodes, unavailable, wait_until
 from http_helpers import (KEY_HEADER, StreamedUpload, multipart_head, shared_package_store,
                           start_http_node, upload)
-from octonodes.incoming import WRITE_BLOCK, WRITE_BLOCKS
+from octonodes.packages.upload import WRITE_BLOCK, WRITE_BLOCKS, Incoming
 from octonodes.packages import (InvalidPackageName, OverwriteMode, PackageExists, PackageFolder,
                                 PackageStoreUnavailable, folder_for, parse_file_name)
 
@@ -78,7 +78,7 @@ def test_where_the_store_is(tmp_path):
 
 
 def _store(folder: PackageFolder, file_name: str, data: bytes, mode=OverwriteMode.FAIL_IF_EXISTS):
-    incoming = folder.receive(parse_file_name(file_name))
+    incoming = Incoming(folder, parse_file_name(file_name))
     try:
         incoming.write(data)
         return incoming.commit(mode)
@@ -115,7 +115,7 @@ def test_every_byte_is_stored_whatever_the_sizes_it_comes_in(tmp_path, size):
     data = os.urandom(size)
     sizes = random.Random(size)
     folder = PackageFolder(tmp_path / "pkgs")
-    incoming = folder.receive(parse_file_name("Acme.Web.1.0.0.zip"))
+    incoming = Incoming(folder, parse_file_name("Acme.Web.1.0.0.zip"))
     try:
         done = 0
         while done < size:

@@ -30,7 +30,7 @@ from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
 from ..errors import UsageError
-from ..incoming import Incoming
+from ..packages.upload import Incoming
 from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
                         parse_file_name)
 from ..models import iso
@@ -96,7 +96,7 @@ class PackageTarget(BaseTarget):
         """In a worker thread: write these bytes of the file part."""
         if not self.decided and self.name is not None:
             if self.mode is OverwriteMode.OVERWRITE_EXISTING or not self.folder.exists(self.name):
-                self.incoming = self.folder.receive(self.name)
+                self.incoming = Incoming(self.folder, self.name)
             self.decided = True
         if self.incoming is not None:
             for chunk in chunks:  # as they came: joining them would copy every byte once more

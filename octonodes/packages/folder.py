@@ -1,29 +1,5 @@
-"""The package store: one folder of uploaded packages that every node shares.
-
-A package is stored under its uploaded file name, `<PackageId>.<Version>.<ext>`
-(so Acme.Web 1.2.3 as a zip and as a tar.gz are two files). An upload
-arrives as a stream (`incoming.Incoming`): it is written once, to a hidden temporary
-file in the store folder, while its SHA-256 is computed; then fsynced and
-linked into place, so a package is visible only once complete. `os.link`
-fails if the name exists, which makes FailIfExists hold even when two nodes
-race; `os.replace` overwrites atomically. The folder is fsynced after.
-
-Each package's SHA-256 is kept in a small hidden sidecar file beside it
-(`.<file name>.json`), written atomically after the package is in place,
-rather than in the database: the folder alone is then the truth about what
-exists (a database row could disagree with it after a crash between the two
-writes, or after an operator copies files in or out), and the store needs
-nothing from either database backend. The sidecar records the package's
-inode, size and modification time; when they no longer match (a crash
-before the sidecar was written, two overwrites racing, a file copied in by
-hand) the hash is computed again from the file.
-
-Where the folder is: the `package_store` setting (an absolute path), or by
-default, with SQLite, `<database file>-packages/` beside the database file
-(next to the `<database file>-locks/` folder the nodes use). With PostgreSQL
-there is no default: the nodes may run on several hosts, so the setting must
-name a file system they all share.
-"""
+"""The package store's folder: what it holds, each package's hash kept in a
+sidecar file, and where the folder is (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -31,47 +7,18 @@ import errno
 import hashlib
 import json
 import os
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .errors import OctonodesError, Refused, UsageError
-from .models import iso
+from ..errors import OctonodesError, Refused
+from ..models import iso
+from .names import InvalidPackageName, PackageName, parse_file_name
 
-if TYPE_CHECKING:
-    from .incoming import Incoming
-
-EXTENSIONS = ("tar.bz2", "tar.gz", "nupkg", "zip", "tgz", "tar", "jar")
-"""The package formats the store accepts, longest first for matching."""
-MAX_FILE_NAME = 200
-"""Bytes; leaves room under the usual 255 for the hidden temporary and sidecar names."""
 HASH_BLOCK = 1024 * 1024
-
-# Semantic Versioning 2.0.0, the regular expression semver.org gives.
-_NUM = r"(?:0|[1-9]\d*)"
-_PRE_ID = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
-SEMVER = re.compile(
-    rf"^{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
-)
-PACKAGE_ID = re.compile(r"^[A-Za-z0-9_]+(?:[.-][A-Za-z0-9_]+)*$")
 TEMP_PREFIX = ".incoming-"
 SIDECAR_SUFFIX = ".json"
-
-
-class OverwriteMode(StrEnum):
-    """What an upload does when the package is already in the store."""
-
-    FAIL_IF_EXISTS = "FailIfExists"
-    OVERWRITE_EXISTING = "OverwriteExisting"
-    IGNORE_IF_EXISTS = "IgnoreIfExists"
-
-
-class InvalidPackageName(UsageError):
-    """A file name that is not `<PackageId>.<Version>.<ext>`, or tries to leave the store."""
 
 
 class PackageExists(Refused):
@@ -84,14 +31,6 @@ class StorageFull(OctonodesError):
 
 class PackageStoreUnavailable(OctonodesError):
     """No package store is configured, or its folder cannot be used."""
-
-
-@dataclass(frozen=True)
-class PackageName:
-    package_id: str
-    version: str
-    extension: str
-    file_name: str
 
 
 @dataclass(frozen=True)
@@ -113,37 +52,6 @@ class Package:
             "sha256": self.sha256,
             "uploaded_at": iso(self.uploaded_at),
         }
-
-
-def parse_file_name(file_name: str | None) -> PackageName:
-    """`Acme.Web.1.2.3.zip` -> Acme.Web 1.2.3 zip: the version is the first
-    dot-separated run (to the extension) that is a semantic version.
-    InvalidPackageName for anything else, and for any name that could
-    leave the store folder."""
-    if not file_name:
-        raise InvalidPackageName("the file part has no file name; name it <PackageId>.<Version>.<ext>")
-    shown = file_name if len(file_name) <= 80 else file_name[:77] + "..."
-    if any(c in file_name for c in "/\\\0") or ".." in file_name or file_name.startswith("."):
-        raise InvalidPackageName(f"invalid package file name {shown!r}: no paths, '..' or leading '.'")
-    if len(file_name.encode("utf-8")) > MAX_FILE_NAME or not file_name.isprintable():
-        raise InvalidPackageName(
-            f"invalid package file name {shown!r}: at most {MAX_FILE_NAME} printable characters")
-    lowered = file_name.lower()
-    extension = next((e for e in EXTENSIONS if lowered.endswith("." + e)), None)
-    if extension is None:
-        raise InvalidPackageName(
-            f"invalid package file name {shown!r}: the extension must be one of "
-            + ", ".join(sorted(EXTENSIONS)))
-    parts = file_name[: -len(extension) - 1].split(".")
-    for i in range(1, len(parts)):
-        package_id, version = ".".join(parts[:i]), ".".join(parts[i:])
-        if SEMVER.match(version):
-            if not PACKAGE_ID.match(package_id):
-                break
-            return PackageName(package_id, version, extension, file_name)
-    raise InvalidPackageName(
-        f"invalid package file name {shown!r}: expected <PackageId>.<Version>.<ext> "
-        "with a semantic version, e.g. Acme.Web.1.2.3.zip")
 
 
 def folder_for(kind: str, display: str, setting: str) -> Path:
@@ -223,12 +131,6 @@ class PackageFolder:
 
     def exists(self, name: PackageName) -> bool:
         return os.path.lexists(self.path / name.file_name)
-
-    def receive(self, name: PackageName) -> "Incoming":
-        """Start taking in a new package (a hidden temporary file until committed)."""
-        from .incoming import Incoming
-
-        return Incoming(self, name)
 
     # -- sidecars ---------------------------------------------------------
 

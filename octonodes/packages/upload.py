@@ -26,8 +26,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .packages import (TEMP_PREFIX, OverwriteMode, Package, PackageExists, PackageFolder,
-                       PackageName, PackageStoreUnavailable, fsync_dir, storage_error)
+from .folder import (TEMP_PREFIX, Package, PackageExists, PackageFolder, PackageStoreUnavailable,
+                     fsync_dir, storage_error)
+from .names import OverwriteMode, PackageName
 
 WRITE_BLOCK = 4 * 1024 * 1024
 """Bytes: an upload is hashed and written a block this size at a time."""
