@@ -80,8 +80,7 @@ def test_statuses_a_lost_node_the_menu_and_changes_from_elsewhere(web_cluster, p
     from playwright.sync_api import expect
 
     cluster, nodes, db, _ = web_cluster
-    nodes.http_node("node-2")
-    doomed = nodes.http_node("node-3")
+    _, doomed = nodes.http_nodes("node-2", "node-3")
     cluster.drain("node-2")
     expect_status(page, "node-1", "Running")
     expect_status(page, "node-2", "Drained")

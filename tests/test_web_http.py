@@ -226,3 +226,23 @@ def test_the_cookie_is_secure_behind_a_trusted_proxy_that_says_https(web_cluster
         assert event.actor.endswith("(203.0.113.9)") and event.reason == "behind the proxy"
     finally:
         cluster.set_setting("trusted_proxies", "")
+
+
+def test_an_admin_changes_a_setting_and_the_events_page_shows_who(web_cluster, web):
+    cluster, _, _ = web_cluster
+    node, key = web
+    client = sign_in(node.url, key)
+    token = csrf_token(client, "/settings")
+    bad = client.post("/settings", data={"csrf_token": token, "key": "offline_after",
+                                         "value": "1s"})
+    assert bad.status_code == 400 and "offline_after" in bad.text
+    done = client.post("/settings", data={"csrf_token": token, "key": "task_retention",
+                                          "value": "7d", "next": "/settings"})
+    assert done.status_code == 303 and done.headers["location"] == "/settings"
+    assert cluster.settings().task_retention == 7 * 86400
+    events = client.get("/events?action=setting.set").text
+    name = cluster.events(actions=["setting.set"])[0].actor
+    assert name.startswith("key web-") and name in events and "7d" in events
+    assert client.get("/events?action=no.such").status_code == 400
+    assert client.get("/events?node=bad%20name").status_code == 400
+    cluster.set_setting("task_retention", "30d")

@@ -71,13 +71,19 @@ class ModuleNodes:
     def http_node(self, name: str) -> HttpNode:
         """The running node `name`, listening; started on first use (or again
         after a test stopped it)."""
-        node = self.started.get(name)
-        if node is None or not node.process.alive():
-            port = free_port()
-            process = NodeProcess(self.db, name, self.log_dir, "--listen", f"127.0.0.1:{port}")
-            process.wait_log("started", timeout=30)
-            node = self.started[name] = HttpNode(process, f"http://127.0.0.1:{port}")
-        return node
+        return self.http_nodes(name)[0]
+
+    def http_nodes(self, *names: str) -> list[HttpNode]:
+        """Several at once: those not running start together."""
+        for name in names:
+            node = self.started.get(name)
+            if node is None or not node.process.alive():
+                port = free_port()
+                process = NodeProcess(self.db, name, self.log_dir, "--listen", f"127.0.0.1:{port}")
+                self.started[name] = HttpNode(process, f"http://127.0.0.1:{port}")
+        for name in names:
+            self.started[name].process.wait_log("started", timeout=30)
+        return [self.started[name] for name in names]
 
     def close(self) -> None:
         for node in self.started.values():
