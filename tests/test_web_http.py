@@ -45,8 +45,9 @@ def test_pages_need_a_session(web):
     for path in PAGES[:-1]:
         answer = httpx.get(node.url + path)
         assert answer.status_code == 303 and answer.headers["location"].startswith("/signin?next=")
-    live = httpx.get(node.url + "/live/nodes", headers={"HX-Request": "true"})
-    assert live.status_code == 401 and live.headers["HX-Redirect"].startswith("/signin")
+    live = httpx.get(node.url + "/live/nodes", headers={"HX-Request": "true",
+                                                        "HX-Current-URL": node.url + "/tasks"})
+    assert live.status_code == 401 and live.headers["HX-Redirect"] == "/signin?next=/tasks"
     post = httpx.post(node.url + "/nodes/node-1/drain", data={"csrf_token": "x"})
     assert post.status_code == 401
     assert octonodes(node.process.db, "list", "--json").stdout.count('"drain": false') == 1
@@ -75,6 +76,10 @@ def test_sign_in_refuses_bad_keys_and_forged_forms(web):
     assert bad.status_code == 403 and "unknown or revoked" in bad.text
     forged = httpx.post(node.url + "/signin", data={"signin_token": token, "api_key": key})
     assert forged.status_code == 403 and SESSION_COOKIE not in forged.headers.get("set-cookie", "")
+    huge = client.post("/signin", content=b"api_key=" + b"A" * 10_000_000,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413
+    assert node.ping().status_code == 200
 
 
 def test_every_page_has_a_strict_content_security_policy_and_no_inline_script(web):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from typing import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -59,7 +59,10 @@ def clear_session_cookie(request: Request, response: Response) -> None:
 
 
 def _signed_out(request: Request) -> Response:
-    target = f"{SIGN_IN}?next={quote(request.url.path)}"
+    # A page's own request (htmx) names the page the browser shows: come back there.
+    shown = urlsplit(request.headers.get("hx-current-url", ""))
+    back = shown.path if shown.path and shown.netloc == request.url.netloc else request.url.path
+    target = f"{SIGN_IN}?next={quote(back)}"
     if request.method in SAFE_METHODS and "hx-request" not in request.headers:
         return RedirectResponse(target, status_code=303)
     return Response("sign in first", status_code=401, headers={"HX-Redirect": target},

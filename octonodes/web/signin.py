@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,6 +23,8 @@ from .templating import render
 
 SIGN_IN_COOKIE = "octonodes_signin"
 SIGN_IN_FORM_LIFE = 3600
+MAX_FORM = 16 * 1024
+"""Bytes a sign-in form may have (a key, a token, a path)."""
 
 
 def _form(request: Request, status: int = 200, message: str | None = None) -> Response:
@@ -38,8 +41,21 @@ async def sign_in_form(request: Request) -> Response:
     return _form(request)
 
 
+async def _small_form(request: Request) -> dict[str, str] | None:
+    """The sign-in form's fields, read without trusting its size (anyone may
+    post here); None past MAX_FORM bytes."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return None
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
 async def sign_in(request: Request) -> Response:
-    form = await request.form()
+    form = await _small_form(request)
+    if form is None:
+        return _form(request, 413, "The sign-in form was too large.")
     sent, expected = str(form.get("signin_token") or ""), request.cookies.get(SIGN_IN_COOKIE, "")
     if not sent or not expected or not hmac.compare_digest(sent, expected):
         return _form(request, 403, "The sign-in form expired; please try again.")
