@@ -251,3 +251,14 @@ def test_an_admin_changes_a_setting_and_the_events_page_shows_who(web_cluster, w
     assert client.get("/events?action=no.such").status_code == 400
     assert client.get("/events?node=bad%20name").status_code == 400
     cluster.set_setting("task_retention", "30d")
+
+
+def test_each_page_gets_its_own_csrf_token_in_a_shared_live_part(web):
+    node, key = web
+    first, second = sign_in(node.url, key), sign_in(node.url, key)
+    tokens = [csrf_token(first), csrf_token(second)]
+    assert tokens[0] != tokens[1]
+    parts = [first.get("/live/nodes?v=x").text, second.get("/live/nodes?v=x").text]
+    for mine, theirs, part in ((tokens[0], tokens[1], parts[0]), (tokens[1], tokens[0], parts[1])):
+        assert set(re.findall(r'name="csrf_token" value="([^"]+)"', part)) == {mine}
+        assert theirs not in part and "csrf-" not in part

@@ -19,7 +19,7 @@ from ..http.access import mount
 from ..roles import Role
 from . import actions, pages, signin
 from .access import page
-from .live import LiveViews
+from .live import LiveViews, RenderedParts
 from .templating import STATIC
 
 ERROR_STATUS = ((NotFound, 404), (Refused, 409), (UsageError, 400), (DatabaseError, 503))
@@ -31,6 +31,7 @@ class WebState:
 
     def __init__(self) -> None:
         self.views = LiveViews()
+        self.parts = RenderedParts()
 
 
 def _errors_shown(endpoint):

@@ -6,6 +6,7 @@ loop (which answers the ping) a few small renders a second."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Callable, Hashable
 
@@ -51,3 +52,21 @@ class LiveViews:
     def forget(self) -> None:
         """After a change made here: the next ask reads afresh."""
         self._views.clear()
+
+
+class RenderedParts:
+    """The live parts last rendered, by (template, fingerprint, role, page),
+    with `placeholder` where each page's own CSRF token goes."""
+
+    def __init__(self) -> None:
+        self.placeholder = f"csrf-{secrets.token_hex(16)}"
+        self._parts: dict[Hashable, str] = {}
+
+    def get(self, key: Hashable) -> str | None:
+        return self._parts.get(key)
+
+    def keep(self, key: Hashable, part: str) -> str:
+        self._parts[key] = part
+        while len(self._parts) > KEPT:
+            self._parts.pop(next(iter(self._parts)))
+        return part

@@ -69,7 +69,15 @@ async def _show(request: Request, key: Hashable, load: Callable[[Cluster], views
     if live and request.query_params.get("v") == view.fingerprint:
         return Response(status_code=204, headers=SECURITY_HEADERS)
     values.update(common(request), view=view, live_url=_live_url(request, view.fingerprint))
-    return html(render(f"live_{template}" if live else template, **values))
+    if not live:
+        return html(render(template, **values))
+    # Every open page of a view gets the same part but for its CSRF token:
+    # rendered once per change, the token put in afterwards.
+    parts = request.app.state.web.parts
+    token, values["csrf_token"] = values["csrf_token"], parts.placeholder
+    shown = (template, view.fingerprint, values["role"], values["here"])
+    part = parts.get(shown) or parts.keep(shown, render(f"live_{template}", **values))
+    return html(part.replace(parts.placeholder, token))
 
 
 def _states(request: Request) -> tuple[str, ...]:
