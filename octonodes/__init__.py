@@ -11,11 +11,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .cluster import CheckResult, Cluster, open  # noqa: E402,A004
-from .errors import OctonodesError  # noqa: E402
+from .errors import (DatabaseError, NotFound, OctonodesError, Refused, TimedOut,  # noqa: E402
+                     UsageError)
 from .models import Node, NodeStatus, Task, TaskState  # noqa: E402
+from .queue import QueueState  # noqa: E402
 from .store.base import TaskSpec  # noqa: E402
 
 __all__ = [
-    "__version__", "open", "Cluster", "CheckResult", "Node", "NodeStatus", "Task",
-    "TaskState", "TaskSpec", "OctonodesError",
+    "__version__", "open", "Cluster", "CheckResult", "Node", "NodeStatus", "QueueState", "Task",
+    "TaskState", "TaskSpec",
+    "OctonodesError", "UsageError", "NotFound", "Refused", "TimedOut", "DatabaseError",
 ]

@@ -19,6 +19,7 @@ from .store.base import LAST_USE_PRECISION, ApiKey, Clock, QueueSummary, TaskSpe
 
 if TYPE_CHECKING:
     from .packages import Package, PackageFolder
+    from .queue import QueueState
     from .sessions import Sessions
 
 FOLLOW_LOOK_BACK = 1000
@@ -46,7 +47,7 @@ class CheckResult:
     summary: str
     problems: list[str] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
-    queue: QueueSummary | None = None
+    queue: "QueueState | None" = None
 
     @property
     def status(self) -> str:
@@ -252,6 +253,14 @@ class Cluster:
     def queue_summary(self) -> QueueSummary:
         return self.store.queue_summary()
 
+    def queue(self, nodes: Iterable[Node] | None = None) -> "QueueState":
+        """The queue at a glance: queued, oldest wait, paused (no node can
+        claim), free slots; `nodes` as just read, to save reading them again."""
+        from .queue import queue_state
+
+        nodes = self.store.nodes() if nodes is None else nodes
+        return queue_state(self.store.queue_summary(), nodes, self.store.now())
+
     # -- API keys and packages (the nodes' HTTP API) ------------------------
 
     def add_api_key(self, name: str, role: Role | str = Role.VIEWER, *,
@@ -361,7 +370,7 @@ class Cluster:
     def check(self, warn_wait: float = 600.0) -> CheckResult:
         """The cluster's health for cron and monitoring (`check`)."""
         nodes = self.store.nodes()
-        queue = self.store.queue_summary()
+        queue = self.queue(nodes)
         now = self.store.now()
         critical, warning = [], []
         for node in nodes:
@@ -372,8 +381,7 @@ class Cluster:
                     warning.append(f"{node.name} is stopped")
             elif node.status in (NodeStatus.DRAINING, NodeStatus.DRAINED):
                 warning.append(f"{node.name} is {node.status.value.lower()}")
-        able = [n for n in nodes if n.status is NodeStatus.RUNNING and n.task_cap > 0]
-        if queue.queued and not able:
+        if queue.queued and queue.paused:
             critical.append(f"{queue.queued} task(s) queued and no online node can take them")
         elif queue.oldest_queued_at and now - queue.oldest_queued_at > timedelta(seconds=warn_wait):
             warning.append(f"tasks queued longer than {format_duration(warn_wait)} "

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from datetime import datetime
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from .models import Node, NodeStatus, OfflineReason, Task, TaskState
+
+if TYPE_CHECKING:
+    from .queue import QueueState
 
 STATUS_STYLES = {
     NodeStatus.RUNNING: "green",
@@ -29,6 +35,33 @@ STATE_STYLES = {
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+UNBOUNDED_WIDTH = 10_000
+"""Wide enough for any row: through a pipe a table takes the width its content needs."""
+
+
+def emit(renderable: RenderableType) -> None:
+    """Print to stdout. A table's title goes on its own line, never wrapped
+    (a long database URL stays whole). At a terminal Rich lays the rest out
+    to fit it; through a pipe or into a file, each table is as wide as its
+    content (nothing folded, a SHA-256 on one line) and no line ends in spaces."""
+    parts = renderable.renderables if isinstance(renderable, Group) else [renderable]
+    for part in parts:
+        if isinstance(part, Table) and part.title:
+            title, part.title = part.title, None
+            console.print(Text(str(title), style="dim"), soft_wrap=True)
+        if console.is_terminal:
+            console.print(part)
+            continue
+        options = console.options.update_width(UNBOUNDED_WIDTH)
+        width = Measurement.get(console, options, part).maximum
+        fitted = Console(file=io.StringIO(), width=max(1, width), highlight=False,
+                         color_system=console.color_system)
+        fitted.print(part, crop=False)
+        text = fitted.file.getvalue()
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
+        sys.stdout.flush()
 
 
 def ago(now: datetime, then: datetime | None) -> str:
@@ -66,6 +99,12 @@ def nodes_table(nodes: Iterable[Node], now: datetime, db: str) -> Table:
             Text("on", style="yellow") if node.drain else "off",
         )
     return table
+
+
+def nodes_view(nodes: Iterable[Node], queue: "QueueState", now: datetime, db: str) -> Group:
+    """The nodes table with the queue's one line under it."""
+    style = "bold red" if queue.paused and queue.queued else "yellow" if queue.paused else "dim"
+    return Group(nodes_table(nodes, now, db), Text(queue.describe(), style=style))
 
 
 def node_detail(node: Node, now: datetime) -> Table:

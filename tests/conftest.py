@@ -10,6 +10,7 @@ limits a local run to one backend.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from urllib.parse import quote
 
@@ -20,6 +21,10 @@ from helpers import FakeClock, NodeProcess, unavailable, wait_until
 
 PG_BASE = os.environ.get("OCTONODES_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [b for b in os.environ.get("OCTONODES_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+
+DROP_ATTEMPTS = 20
+DROP_RETRY_PAUSE = 0.5
+"""A test schema's teardown retries for up to ten seconds while the server restarts."""
 
 FAST_SETTINGS = {"heartbeat_interval": "0.5s", "offline_after": "3s", "cancel_grace": "2s"}
 """Settings for tests with real nodes: a lost node shows within seconds."""
@@ -72,10 +77,27 @@ def pg_schema():
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = _pg_admin()
     admin.execute(f'CREATE SCHEMA "{schema}"')
+    admin.close()
     sep = "&" if "?" in PG_BASE else "?"
     yield f"{PG_BASE}{sep}options={quote(f'-csearch_path={schema}')}"
-    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.close()
+    drop_schema(schema)
+
+
+def drop_schema(schema: str, attempts: int = DROP_ATTEMPTS, url: str = PG_BASE) -> None:
+    """Drop a test schema, each attempt on a fresh connection: a server
+    restarted by the test (or one that dropped the connection) must not
+    leave the schema behind."""
+    import psycopg
+
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            return
+        except psycopg.Error:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(DROP_RETRY_PAUSE)  # the server is coming back; try again
 
 
 @pytest.fixture

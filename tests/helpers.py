@@ -14,6 +14,8 @@ from typing import Callable, NoReturn, TypeVar
 T = TypeVar("T")
 
 DEFAULT_WAIT = 20.0
+LOG_TAIL_LINES = 20
+"""How much of a node's log a failure shows."""
 
 
 def unavailable(skip_reason: str, in_ci: str) -> NoReturn:
@@ -117,7 +119,26 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def wait_log(self, text: str, timeout: float = DEFAULT_WAIT) -> None:
-        wait_until(lambda: text in self.log(), timeout, message=f"{text!r} in the log of {self.name}")
+        """Wait for `text` in the log; fail at once, with the exit code and
+        the log's last lines, if the process exits first."""
+        def logged() -> bool:
+            if text in self.log():
+                return True
+            code = self.proc.poll()
+            if code is not None and text not in self.log():
+                raise AssertionError(f"node {self.name} exited with code {code} before logging "
+                                     f"{text!r}; the end of its log:\n{self.log_tail()}")
+            return False
+
+        try:
+            wait_until(logged, timeout, message=f"{text!r} in the log of {self.name}")
+        except AssertionError as exc:
+            if "exited with code" in str(exc):
+                raise
+            raise AssertionError(f"{exc}; the end of its log:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log().splitlines()[-lines:]) or "(empty)"
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -197,9 +197,13 @@ def test_check_json(cluster, db):
 def test_a_missing_database_is_unknown(tmp_path):
     path = tmp_path / "nope.db"
     result = check(str(path))
-    assert_check(result, UNKNOWN)
-    assert [l for l in result.stderr.splitlines() if l.startswith("Error:")]
+    assert assert_check(result, UNKNOWN) == [result.stdout.strip()]  # one line, said once
+    assert result.stderr == ""
+    assert "octonodes init" in result.stdout
     assert not path.exists()
+    result = check(str(path), "--json")
+    assert result.exit_code == UNKNOWN and result.stderr == ""
+    assert json.loads(result.stdout)["status"] == "UNKNOWN"
 
 
 def test_a_file_that_is_not_a_database_is_unknown(tmp_path):
@@ -213,17 +217,19 @@ def test_a_file_that_is_not_a_database_is_unknown(tmp_path):
 def test_a_usage_error_is_unknown(cluster, db, args):
     register(cluster, "node-1")
     result = check(db, *args)
-    assert_check(result, UNKNOWN)
-    assert len([l for l in result.stderr.splitlines() if l.startswith("Error:")]) == 1
+    assert assert_check(result, UNKNOWN) == [result.stdout.strip()]
+    assert result.stderr == ""
+    result = check(db, "--json", *args)
+    assert result.exit_code == UNKNOWN and result.stderr == "", result.output
+    assert json.loads(result.stdout)["status"] == "UNKNOWN"
 
 
 def test_unknown_through_the_real_cli(tmp_path):
-    result = helpers.octonodes(str(tmp_path / "nope.db"), "check")
-    assert result.returncode == UNKNOWN, result
-    assert result.stdout.splitlines()[0].startswith("OCTONODES UNKNOWN")
-    result = helpers.octonodes(str(tmp_path / "nope.db"), "check", "--bogus")
-    assert result.returncode == UNKNOWN, result
-    assert result.stdout.splitlines()[0].startswith("OCTONODES UNKNOWN")
+    for args in (["check"], ["check", "--bogus"], ["check", "--warn-wait", "-1"]):
+        result = helpers.octonodes(str(tmp_path / "nope.db"), *args)
+        assert result.returncode == UNKNOWN, result
+        assert result.stdout.startswith("OCTONODES UNKNOWN") and result.stdout.count("\n") == 1
+        assert result.stderr == "", result.stderr  # cron mails one line, not two
 
 
 # -- exact boundaries, through the library with a fake clock ---------------------------

@@ -81,13 +81,18 @@ def test_drain_wait_timeout_exits_5_and_the_node_stays_drained(fast_cluster, sta
 
 
 def test_drain_cancel_tasks_cancels_what_still_runs_and_exits_0(fast_cluster, start_node, db):
-    start_node("node-1")
-    task = fast_cluster.add_task(sleeper())
-    running_on(fast_cluster, "node-1", 1)
+    start_node("node-1", "--cap", "3")
+    task = fast_cluster.add_task(sleeper(), name="long-2")
+    other = fast_cluster.add_task(sleeper())
+    running_on(fast_cluster, "node-1", 2)
 
     result = octonodes(db, "drain", "node-1", "--timeout", "1s", "--cancel-tasks")
     assert result.returncode == 0, result
-    assert "node-1 is drained" in result.stdout
+    lines = result.stdout.splitlines()
+    # A line per canceled task on stdout, so logs and scripts keep what was cut short.
+    assert sorted(lines[:-1]) == sorted([f"canceled task {task.id} (long-2)",
+                                         f"canceled task {other.id} ({other.name})"]), result
+    assert lines[-1] == "node-1 is drained: no tasks running", result
     ended = fast_cluster.task(task.id)
     assert ended.state == "Canceled", ended
     node = fast_cluster.node("node-1", with_tasks=False)

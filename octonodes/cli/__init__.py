@@ -21,6 +21,12 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     from click.exceptions import UsageError as ClickUsageError
 
 DEBUG_ENV = "OCTONODES_DEBUG"
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (SIGINT), as shells report it."""
+UNKNOWN = 3
+"""`check`'s code for database trouble or a usage error (a monitoring plugin's UNKNOWN)."""
+MAX_WHOLE_NUMBER = 2**63 - 1
+"""The largest id or count a database column holds."""
 
 
 def print_json(document: object) -> None:
@@ -33,14 +39,29 @@ def print_json(document: object) -> None:
 
 
 def enum_values(enum: type) -> Callable[[list[str] | None], list[str]]:
-    """An option callback: each value, in any case, as one of `enum`'s values."""
+    """An option callback: each value, in any case, as one of `enum`'s values;
+    a value may also list several, comma-separated (`-s Running,Drained`)."""
     def parse(values: list[str] | None) -> list[str]:
         by_lower = {member.value.lower(): member.value for member in enum}
-        for value in values or []:
-            if value.lower() not in by_lower:
+        words = [w.strip() for value in values or [] for w in value.split(",") if w.strip()]
+        for word in words:
+            if word.lower() not in by_lower:
                 raise typer.BadParameter(
-                    f"{value!r} is not one of: " + ", ".join(m.value for m in enum))
-        return [by_lower[v.lower()] for v in values or []]
+                    f"{word!r} is not one of: " + ", ".join(m.value for m in enum))
+        return list(dict.fromkeys(by_lower[w.lower()] for w in words))
+
+    return parse
+
+
+def whole_number(what: str, low: int, high: int = MAX_WHOLE_NUMBER) -> Callable[[str], int]:
+    """A parser for a whole-number argument or option, with the error in our
+    words (`invalid task cap 'abc': give a whole number from 0 to 1000`)."""
+    def parse(value: str | int) -> int:
+        text = str(value).strip()
+        if text.lstrip("+").isdigit() and low <= int(text) <= high:
+            return int(text)
+        span = f"from {low} to {high}" if high < MAX_WHOLE_NUMBER else f"{low} or more"
+        raise ClickUsageError(f"invalid {what} {value!r}: give a whole number {span}")
 
     return parse
 
@@ -52,7 +73,8 @@ def fail(message: str, exit_code: int) -> typer.Exit:
 
 
 class App(TyperGroup):
-    """The root group: maps library errors to exit codes for every command below it."""
+    """The root group: maps library errors to exit codes for every command
+    below it, and Ctrl-C to exit 130."""
 
     def invoke(self, ctx):  # type: ignore[override]
         try:
@@ -61,19 +83,52 @@ class App(TyperGroup):
             if os.environ.get(DEBUG_ENV) == "1":
                 traceback.print_exc()
             raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(INTERRUPTED) from None
 
 
-class UnknownOnUsageError(TyperCommand):
-    """For `check`: a usage error is UNKNOWN (3), as monitoring plugins expect."""
+class Command(TyperCommand):
+    """Help in operator words: `--status STATUS`, `NODE`, `-- COMMAND [ARG]...`,
+    never Python types (`<list[str]>`, `<int range>`, `{name}`)."""
 
-    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except ClickUsageError as exc:
-            exc.exit_code = 3
-            # A monitoring plugin's first stdout line is its status, even here.
-            print(f"OCTONODES UNKNOWN - {exc.format_message()}")
-            raise
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is None and not getattr(param, "is_flag", False):
+                param.metavar = _operator_word(param)
+
+    def collect_usage_pieces(self, ctx):  # type: ignore[override]
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                word = param.metavar
+                if param.nargs != 1 and not word.endswith("..."):
+                    word += "..."
+                pieces.append(word if param.required else f"[{word}]")
+        return pieces
+
+    def format_options(self, ctx, formatter):  # type: ignore[override]
+        params = self.get_params(ctx)
+        arguments = [(p.metavar, p.help or "") for p in params
+                     if p.param_type_name == "argument" and not p.hidden]
+        options = [record for p in params if p.param_type_name == "option"
+                   if (record := p.get_help_record(ctx)) is not None]
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _operator_word(param) -> str:
+    """A value's word where the command gives none: its name in capitals."""
+    return (param.name or "value").upper()
+
+
+class Typer(typer.Typer):
+    """Our Typer: every command renders its help in operator words (`Command`)."""
+
+    def command(self, *args, cls=None, **kwargs):  # type: ignore[override]
+        return super().command(*args, cls=cls or Command, **kwargs)
 
 
 @dataclass
@@ -86,12 +141,12 @@ class Globals:
         return open_cluster(self.db, create=create)
 
 
-app = typer.Typer(
+app = Typer(
     cls=App,
     name="octonodes",
     help="Run and administer a high-availability cluster of worker nodes.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -129,7 +184,7 @@ def main() -> None:
     try:
         app(prog_name="octonodes")
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except Exception as exc:  # a bug: still one line, unless debugging
         if os.environ.get(DEBUG_ENV) == "1":
             raise
@@ -138,4 +193,5 @@ def main() -> None:
         sys.exit(1)
 
 
-from . import admin, http_admin, nodes, tasks  # noqa: E402,F401  (register the commands)
+# Register the commands, in the order `--help` lists them.
+from . import admin, http_admin, nodes, check, tasks  # noqa: E402,F401,I001

@@ -8,11 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from ..models import validate_cap, validate_name
-from . import JsonOption, app, print_json
+from ..settings import MAX_TASK_CAP
+from . import JsonOption, Typer, app, print_json, whole_number
+from .complete import setting_keys
 
-config_app = typer.Typer(help="Show or change the cluster settings.", invoke_without_command=True)
+config_app = Typer(help="Show or change the cluster settings.", invoke_without_command=True)
 app.add_typer(config_app, name="config")
-node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+node_app = Typer(help="Run a node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 
 
@@ -48,16 +50,20 @@ def config(ctx: typer.Context, json: JsonOption = False) -> None:
     if json:
         print_json({"database": cluster.db, "settings": {k: v for k, v, _, _ in rows}})
         return
-    from ..render import console, settings_table
+    from ..render import emit, settings_table
 
-    console.print(settings_table(rows, cluster.db))
+    emit(settings_table(rows, cluster.db))
 
 
 @config_app.command("set")
 def config_set(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="The setting's name (see `octonodes config`).", show_default=False)],
-    value: Annotated[str, typer.Argument(help="Its new value: a duration (90s, 5m, 1d), a size (1M) or a path.", show_default=False)],
+    key: Annotated[str, typer.Argument(
+        metavar="KEY", autocompletion=setting_keys,
+        help="The setting's name (see `octonodes config`).", show_default=False)],
+    value: Annotated[str, typer.Argument(
+        metavar="VALUE", help="Its new value: a duration (90s, 5m, 1d), a size (1M) or a path.",
+        show_default=False)],
 ) -> None:
     """Change a cluster setting.
 
@@ -79,10 +85,14 @@ class LogFormat(str, Enum):
 @node_app.command("run")
 def node_run(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="This node's name: 1-64 of A-Z a-z 0-9 . _ -", show_default=False)],
-    cap: Annotated[Optional[int], typer.Option("--cap", help="Set the task cap at start (0-1000). [default: the stored cap, 5 for a new node]")] = None,
+    name: Annotated[str, typer.Option(
+        "--name", metavar="NAME", help="This node's name: 1-64 of A-Z a-z 0-9 . _ -",
+        show_default=False)],
+    cap: Annotated[Optional[int], typer.Option(
+        "--cap", metavar="CAP", parser=whole_number("task cap", 0, MAX_TASK_CAP),
+        help="Set the task cap at start, 0 to 1000. [default: the stored cap, 5 for a new node]")] = None,
     listen: Annotated[Optional[str], typer.Option("--listen", metavar="HOST:PORT", help="Serve the node's HTTP API here.")] = None,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="How events are logged on stderr.")] = LogFormat.text,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", metavar="text|json", help="How events are logged on stderr.")] = LogFormat.text,
 ) -> None:
     """Run a node: check in, claim and run tasks, until SIGTERM or SIGINT.
 

@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from . import JsonOption, app, print_json
+from . import JsonOption, Typer, app, print_json
 
-apikey_app = typer.Typer(help="Manage the API keys of the nodes' HTTP API.", no_args_is_help=True)
+apikey_app = Typer(help="Manage the API keys of the nodes' HTTP API.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
-package_app = typer.Typer(help="See what the package store holds.", no_args_is_help=True)
+package_app = Typer(help="See what the package store holds.", no_args_is_help=True)
 app.add_typer(package_app, name="package")
 
 KeyName = Annotated[str, typer.Argument(
-    help="The key's name: 1-64 of A-Z a-z 0-9 . _ -, e.g. who or what uses it.", show_default=False)]
+    metavar="NAME", help="The key's name: 1-64 of A-Z a-z 0-9 . _ -, e.g. who or what uses it.", show_default=False)]
 
 
 @apikey_app.command("add")
@@ -58,9 +58,9 @@ def apikey_list(ctx: typer.Context, json: JsonOption = False) -> None:
     if json:
         print_json([k.to_json() for k in keys])
         return
-    from ..render import api_keys_table, console
+    from ..render import api_keys_table, emit
 
-    console.print(api_keys_table(keys, cluster.now(), cluster.db))
+    emit(api_keys_table(keys, cluster.now(), cluster.db))
 
 
 @apikey_app.command("revoke")
@@ -90,6 +90,6 @@ def package_list(ctx: typer.Context, json: JsonOption = False) -> None:
     if json:
         print_json([p.to_json() for p in packages])
         return
-    from ..render import console, packages_table
+    from ..render import emit, packages_table
 
-    console.print(packages_table(packages, cluster.now(), str(folder)))
+    emit(packages_table(packages, cluster.now(), str(folder)))

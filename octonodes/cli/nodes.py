@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import OctonodesError, TimedOut
-from ..models import NodeStatus, iso
-from ..settings import format_duration, parse_duration
-from . import JsonOption, UnknownOnUsageError, app, enum_values, fail, print_json
+from ..errors import TimedOut
+from ..models import NodeStatus
+from ..settings import MAX_TASK_CAP, format_duration, parse_duration
+from . import INTERRUPTED, JsonOption, app, enum_values, fail, print_json, whole_number
+from .complete import enum_words, node_names
 
-NodeName = Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
+NodeName = Annotated[str, typer.Argument(
+    metavar="NODE", help="The node's name.", show_default=False, autocompletion=node_names)]
 DEFAULT_DRAIN_TIMEOUT = "1h"
 WATCH_INTERVAL = 1.0
 
@@ -22,14 +24,20 @@ WATCH_INTERVAL = 1.0
 def list_nodes(
     ctx: typer.Context,
     status: Annotated[Optional[list[str]], typer.Option(
-        "--status", "-s", callback=enum_values(NodeStatus),
-        help="Only nodes with this status (Running, Draining, Drained, Offline); repeatable.")] = None,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw the table every second until Ctrl-C.")] = False,
+        "--status", "-s", metavar="STATUS", callback=enum_values(NodeStatus),
+        autocompletion=enum_words(NodeStatus),
+        help="Only nodes with this status: Running, Draining, Drained or Offline. "
+             "Repeat it or list several: -s Running,Drained")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Redraw the table every second until Ctrl-C; "
+                              "through a pipe, print a full table every second.")] = False,
     json: JsonOption = False,
 ) -> None:
     """The nodes table: Name, Status, Last seen, Task cap, Tasks, Drain.
 
     An offline node's row says since when and whether it stopped or was lost.
+    Under the table, the queue: tasks queued, the oldest wait, and whether it
+    is paused (no online node can take tasks) or how many slots are free.
 
     Example: octonodes list --status Offline
     """
@@ -37,23 +45,30 @@ def list_nodes(
     if json:
         print_json([n.to_json() for n in cluster.nodes(status or ())])
         return
-    from ..render import console, nodes_table
+    from ..render import console, emit, nodes_view
 
-    def table():
-        return nodes_table(cluster.nodes(status or ()), cluster.now(), cluster.db)
+    def view():
+        nodes = cluster.nodes()
+        shown = [n for n in nodes if not status or n.status in status]
+        return nodes_view(shown, cluster.queue(nodes), cluster.now(), cluster.db)
 
     if not watch:
-        console.print(table())
+        emit(view())
         return
-    from rich.live import Live
-
     try:
-        with Live(table(), console=console, auto_refresh=False) as live:
+        if not console.is_terminal:  # a pipe or a file: one full table per interval
+            while True:
+                emit(view())
+                print(flush=True)
+                time.sleep(WATCH_INTERVAL)
+        from rich.live import Live
+
+        with Live(view(), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(WATCH_INTERVAL)
-                live.update(table(), refresh=True)
+                live.update(view(), refresh=True)
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C is how a watch ends
 
 
 @app.command()
@@ -67,14 +82,14 @@ def show(ctx: typer.Context, name: NodeName, json: JsonOption = False) -> None:
     if json:
         print_json(node.to_json())
         return
-    from ..render import console, node_detail, tasks_table
+    from ..render import emit, node_detail, tasks_table
 
     now = cluster.now()
-    console.print(node_detail(node, now))
+    emit(node_detail(node, now))
     if node.active_tasks:
-        console.print(tasks_table(node.active_tasks, now, title="Active tasks"))
+        emit(tasks_table(node.active_tasks, now, title="Active tasks"))
     else:
-        console.print("No active tasks.")
+        print("No active tasks.")
 
 
 @app.command()
@@ -83,31 +98,55 @@ def drain(
     name: NodeName,
     wait: Annotated[bool, typer.Option("--wait", help="Block, with a progress line, until nothing runs on the node.")] = False,
     timeout: Annotated[Optional[str], typer.Option(
-        "--timeout", help="How long --wait waits (90s, 5m, 1h); implies --wait. [default: 1h]",
+        "--timeout", metavar="DURATION",
+        help="How long --wait waits (90s, 5m, 1h); implies --wait. [default: 1h]",
         show_default=False)] = None,
     cancel_tasks: Annotated[bool, typer.Option(
-        "--cancel-tasks", help="At the timeout, cancel what still runs and wait for it to end; implies --wait.")] = False,
+        "--cancel-tasks", help="At the timeout, cancel what still runs (a line per task on "
+                               "stdout) and wait for it to end; implies --wait.")] = False,
 ) -> None:
     """Turn drain on: the node finishes what it runs and claims nothing new.
 
     Exits 5 if --wait times out (the node stays drained), unless --cancel-tasks.
+    Ctrl-C stops waiting (exit 130); the node stays drained.
 
     Example: octonodes drain node-1 --wait --timeout 30m
     """
     seconds = parse_duration(timeout or DEFAULT_DRAIN_TIMEOUT)
     cluster = ctx.obj.cluster()
+    if wait or timeout or cancel_tasks:
+        return _drain_and_wait(cluster, name, seconds, cancel_tasks)
     changed = cluster.drain(name)
-    if not (wait or timeout or cancel_tasks):
-        node = cluster.node(name, with_tasks=False)
-        if changed:
-            print(f"{name} is draining ({node.tasks} task(s) running)" if node.tasks
-                  else f"{name} is drained")
-        else:
-            print(f"{name} is already {'draining' if node.tasks else 'drained'}")
-        return
-    if not changed:
-        print(f"{name} was already drained")
-    _wait_idle(cluster, name, seconds, cancel_tasks)
+    node = cluster.node(name, with_tasks=False)
+    if changed:
+        print(f"{name} is draining ({node.tasks} task(s) running)" if node.tasks
+              else f"{name} is drained")
+    else:
+        print(f"{name} is already {'draining' if node.tasks else 'drained'}")
+
+
+def _drain_and_wait(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
+    """Drain, then wait; Ctrl-C stops the wait, not the drain, and says so."""
+    try:
+        if not cluster.drain(name):
+            print(f"{name} was already drained")
+        _wait_idle(cluster, name, seconds, cancel_tasks)
+    except KeyboardInterrupt:
+        print(f"interrupted: {_drain_state(cluster, name)}", file=sys.stderr)
+        raise typer.Exit(INTERRUPTED) from None
+    print(f"{name} is drained: no tasks running")
+
+
+def _drain_state(cluster, name: str) -> str:
+    """What an interrupted drain left behind, read back (Ctrl-C may have come
+    before or after the drain committed)."""
+    try:
+        drained = cluster.node(name, with_tasks=False).drain
+    except Exception:  # noqa: BLE001 - interrupted anyway: say what we can
+        return f"see `octonodes show {name}` for whether {name} is drained"
+    if drained:
+        return f"{name} stays drained (`octonodes undrain {name}` takes it back)"
+    return f"{name} was not drained"
 
 
 def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
@@ -121,7 +160,10 @@ def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
         status.update(f"{name}: waiting for {len(node.active_tasks or [])} task(s): {running}")
 
     def cancelled(tasks) -> None:
-        status.update(f"{name}: cancelled {len(tasks)} task(s); waiting for them to end")
+        # A line per canceled task on stdout, so logs and scripts keep what was cut short.
+        for task in tasks:
+            print(f"canceled task {task.id} ({task.name})", flush=True)
+        status.update(f"{name}: canceled {len(tasks)} task(s); waiting for them to end")
 
     with err_console.status(f"{name}: waiting for running tasks", spinner="line") as status:
         try:
@@ -130,7 +172,6 @@ def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
         except TimedOut as exc:
             raise fail(f"timed out after {format_duration(seconds)}: {exc}; "
                        f"{name} stays drained", TimedOut.exit_code) from None
-    print(f"{name} is drained: no tasks running")
 
 
 @app.command()
@@ -150,7 +191,9 @@ def undrain(ctx: typer.Context, name: NodeName) -> None:
 def cap(
     ctx: typer.Context,
     name: NodeName,
-    n: Annotated[int, typer.Argument(metavar="N", help="The new task cap, 0 to 1000.", show_default=False)],
+    n: Annotated[int, typer.Argument(
+        metavar="CAP", parser=whole_number("task cap", 0, MAX_TASK_CAP),
+        help="The new task cap, a whole number from 0 to 1000.", show_default=False)],
 ) -> None:
     """Set a node's task cap. Lowering it stops new claims and kills nothing.
 
@@ -176,48 +219,3 @@ def delete(
     """
     failed = ctx.obj.cluster().delete(name, force=force)
     print(f"deleted {name}" + (f"; failed task(s) {', '.join(map(str, failed))}" if failed else ""))
-
-
-@app.command(cls=UnknownOnUsageError)
-def check(
-    ctx: typer.Context,
-    warn_wait: Annotated[str, typer.Option(
-        "--warn-wait", help="WARNING when a task has been queued longer than this.")] = "10m",
-    json: JsonOption = False,
-) -> None:
-    """Cluster health for cron and monitoring, with monitoring-plugin exit codes.
-
-    0 OK; 1 WARNING (a node draining, drained or stopped; tasks queued longer
-    than --warn-wait); 2 CRITICAL (a node lost; tasks queued that no online
-    node can take); 3 UNKNOWN (database trouble or a usage error). The first
-    line is a one-line summary.
-
-    Example: octonodes check --warn-wait 15m
-    """
-    try:
-        seconds = parse_duration(warn_wait)
-        cluster = ctx.obj.cluster()
-        result = cluster.check(warn_wait=seconds)
-    except OctonodesError as exc:
-        if json:
-            print_json({"status": "UNKNOWN", "code": 3, "summary": f"OCTONODES UNKNOWN - {exc}",
-                        "problems": [str(exc)]})
-        else:
-            print(f"OCTONODES UNKNOWN - {exc}")
-        print(f"Error: {exc}", file=sys.stderr)
-        raise typer.Exit(3) from None
-    if json:
-        queue = result.queue
-        print_json({
-            "status": result.status, "code": result.code, "summary": result.summary,
-            "problems": result.problems, "database": cluster.db,
-            "nodes": [n.to_json() for n in result.nodes],
-            "queue": {"queued": queue.queued,
-                      "oldest_queued_at": iso(queue.oldest_queued_at)},
-        })
-    else:
-        print(result.summary)
-        for problem in result.problems:
-            print(f"- {problem}")
-        print(f"database: {cluster.db}")
-    raise typer.Exit(result.code)

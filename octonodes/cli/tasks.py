@@ -10,27 +10,35 @@ import typer
 from ..models import TaskState
 from ..settings import parse_duration
 from ..store.base import TaskSpec
-from . import JsonOption, app, enum_values, print_json
+from . import MAX_WHOLE_NUMBER, JsonOption, Typer, app, enum_values, print_json, whole_number
+from .complete import enum_words, node_names
 
-task_app = typer.Typer(help="Queue tasks and follow them.", no_args_is_help=True)
+task_app = Typer(help="Queue tasks and follow them.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
 
-TaskId = Annotated[int, typer.Argument(metavar="ID", help="The task's id.", show_default=False)]
+TaskId = Annotated[int, typer.Argument(
+    metavar="ID", parser=whole_number("task id", 1), help="The task's id.", show_default=False)]
+Duration = "DURATION"
 
 
 @task_app.command("add")
 def add(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(
-        metavar="-- CMD [ARG]...", help="The command to run and its arguments, after `--`.",
+        metavar="-- COMMAND [ARG]...", help="The command to run and its arguments, after `--`.",
         show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--name", help="A name to show for the task. [default: the command]")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", metavar="NAME", help="A name to show for the task. [default: the command]")] = None,
     timeout: Annotated[Optional[str], typer.Option(
-        "--timeout", help="Kill it and end it TimedOut after running this long (90s, 5m, 2h).")] = None,
+        "--timeout", metavar=Duration,
+        help="Kill it and end it TimedOut after running this long (90s, 5m, 2h).")] = None,
     queue_timeout: Annotated[Optional[str], typer.Option(
-        "--queue-timeout", help="End it TimedOut if no node picks it up within this long. [default: the queue_timeout setting]")] = None,
+        "--queue-timeout", metavar=Duration,
+        help="End it TimedOut if no node picks it up within this long. "
+             "[default: the queue_timeout setting]")] = None,
     retries: Annotated[int, typer.Option(
-        "--retries", min=0, help="Queue it again this many times if its node is lost (at-least-once).")] = 0,
+        "--retries", metavar="N", parser=whole_number("retries", 0),
+        help="Queue it again up to N times if its node is lost (at-least-once).")] = 0,
     json: JsonOption = False,
 ) -> None:
     """Queue a task; print its id.
@@ -53,11 +61,17 @@ def add(
 @task_app.command("list")
 def list_tasks(
     ctx: typer.Context,
-    node: Annotated[Optional[str], typer.Option("--node", help="Only tasks that ran on this node.")] = None,
+    node: Annotated[Optional[str], typer.Option(
+        "--node", metavar="NODE", autocompletion=node_names,
+        help="Only tasks that ran on this node.")] = None,
     state: Annotated[Optional[list[str]], typer.Option(
-        "--state", callback=enum_values(TaskState),
-        help="Only tasks in this state (Queued, Executing, Cancelling, Success, Failed, Canceled, TimedOut); repeatable.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+        "--state", "-s", metavar="STATE", callback=enum_values(TaskState),
+        autocompletion=enum_words(TaskState),
+        help="Only tasks in this state: Queued, Executing, Cancelling, Success, Failed, "
+             "Canceled or TimedOut. Repeat it or list several: -s Failed,TimedOut")] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", metavar="N", parser=whole_number("limit", 1, MAX_WHOLE_NUMBER),
+        help="At most N tasks.")] = 50,
     json: JsonOption = False,
 ) -> None:
     """Tasks, newest first.
@@ -69,9 +83,9 @@ def list_tasks(
     if json:
         print_json([t.to_json() for t in tasks])
         return
-    from ..render import console, tasks_table
+    from ..render import emit, tasks_table
 
-    console.print(tasks_table(tasks, cluster.now()))
+    emit(tasks_table(tasks, cluster.now()))
 
 
 @task_app.command("show")
@@ -85,28 +99,26 @@ def show_task(ctx: typer.Context, task_id: TaskId, json: JsonOption = False) -> 
     if json:
         print_json(task.to_json())
         return
-    from ..render import console, task_detail
+    from ..render import emit, task_detail
 
-    console.print(task_detail(task, cluster.now()))
+    emit(task_detail(task, cluster.now()))
 
 
 @task_app.command("log")
 def task_log(
     ctx: typer.Context,
     task_id: TaskId,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing output until the task ends.")] = False,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing output until the task ends; Ctrl-C stops (exit 130).")] = False,
 ) -> None:
     """A task's output (stdout and stderr, merged).
 
     Example: octonodes task log 42 --follow
     """
     out = sys.stdout.buffer
-    try:
-        for chunk in ctx.obj.cluster().log(task_id, follow=follow):
-            out.write(chunk)
-            out.flush()
-    except KeyboardInterrupt:
-        pass
+    for chunk in ctx.obj.cluster().log(task_id, follow=follow):
+        out.write(chunk)
+        out.flush()
 
 
 @task_app.command("cancel")
@@ -132,10 +144,13 @@ def cancel(ctx: typer.Context, task_id: TaskId) -> None:
 def wait(
     ctx: typer.Context,
     task_id: TaskId,
-    timeout: Annotated[Optional[str], typer.Option("--timeout", help="Give up (exit 5) after this long.")] = None,
+    timeout: Annotated[Optional[str], typer.Option(
+        "--timeout", metavar=Duration, help="Give up (exit 5) after this long (90s, 5m, 2h).")] = None,
     json: JsonOption = False,
 ) -> None:
     """Block until a task ends: exit 0 Success, 1 any other end, 5 at the timeout.
+
+    Ctrl-C stops waiting (exit 130); the task goes on.
 
     Example: octonodes task wait 42 --timeout 10m
     """
