@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..models import iso
 from ..render import ago
 from ..settings import format_duration
 
@@ -22,10 +23,6 @@ HTMX = "htmx-2.0.11.min.js"
 def exact(value: datetime | None) -> str:
     """A time in full, UTC, to the second."""
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
-
-
-def iso(value: datetime | None) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value else ""
 
 
 def seconds(value: float | None) -> str:
@@ -45,8 +42,9 @@ def details(values: dict | None) -> str:
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(ago=lambda then, now: ago(now, then), exact=exact, iso=iso,
-                       seconds=seconds, shell=shlex.join, details=details, slug=lambda text: str(text).lower().replace(" ", "-"))
+    env.filters.update(ago=lambda then, now: ago(now, then), exact=exact,
+                       iso=lambda value: iso(value) or "", seconds=seconds, shell=shlex.join,
+                       details=details, slug=lambda text: str(text).lower().replace(" ", "-"))
     env.globals.update(htmx=HTMX)
     return env
 
