@@ -47,6 +47,10 @@ class DatabaseBusy(DatabaseError):
     """The database stayed locked past the busy timeout."""
 
 
+class DatabaseReplaced(DatabaseError):
+    """The SQLite file a process has open was deleted or replaced at its path."""
+
+
 class SchemaMismatch(DatabaseError):
     """The schema is older than this version, or newer and not compatible."""
 

@@ -222,6 +222,7 @@ class TaskRun:
         self.deadline = None if task.timeout is None else self.started + task.timeout
         self.kill_reason: KillReason | None = None
         self.kill_detail: str | None = None
+        self.disowned = False  # the cluster gave it up: its end is not recorded
         self.term_sent_at: float | None = None
         self.grace: float = 0.0
         self.start_error: str | None = None
@@ -258,7 +259,7 @@ class TaskRun:
         finally:
             os.close(write_fd)
         if self._watchdog:
-            self._watchdog.guard(self.pid)
+            self._watchdog.guard(self.pid, self.task.id)
         self._pipe = read_fd
         os.set_blocking(self._pipe, False)
         self._events.register(self._pipe, self)
@@ -380,6 +381,12 @@ class TaskRun:
         """SIGKILL the whole process group now."""
         if self.kill_reason is None or reason in (KillReason.FENCE, KillReason.ORPHANED):
             self.kill_reason, self.kill_detail = reason, detail
+        self._signal_group(signal.SIGKILL)
+
+    def disown(self) -> None:
+        """The database no longer gives this attempt to this node: kill its
+        group now; the node records nothing for it."""
+        self.disowned = True
         self._signal_group(signal.SIGKILL)
 
     def terminate(self, reason: KillReason, grace: float, detail: str | None = None) -> None:

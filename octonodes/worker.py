@@ -1,7 +1,9 @@
 """The node loop: check in, claim, run, reap; `run_once()` is one step.
 
-Two clocks for two jobs: monotonic time for intervals, deadlines and the
-fence; the store's `now()` for everything stored. Signal handlers only set
+Three clocks for three jobs: monotonic time for intervals and deadlines;
+`CLOCK_BOOTTIME` (`boottime()`, which counts a suspended host's sleep) for
+the fence and the watchdog's lease; the store's `now()` for everything
+stored. Signal handlers only set
 flags: the first asks for a warm stop (finish running tasks, claim nothing),
 the second for a cold one (cancel them). A node survives whatever a task
 does and whatever the database does; a `finally` marks it stopped.
@@ -20,12 +22,12 @@ from pathlib import Path
 
 from . import __version__
 from .audit import node_actor
-from .errors import DatabaseError, NotFound, Refused
+from .errors import DatabaseError, DatabaseReplaced, NotFound, Refused
 from .execute import KillReason, Outcome, TaskEvents, TaskRun, base_environment
 from .livestate import LiveState
 from .models import Node
 from .waker import Waker
-from .watchdog import Watchdog
+from .watchdog import Watchdog, boottime
 from .settings import MAX_TASK_CAP, ClusterSettings, format_duration
 from .store import Store
 from .store.base import Finish, LogChunk, Registration
@@ -54,6 +56,8 @@ REACTION_INTERVAL = 0.02
 committed (cancels, drain, cap, new tasks); its own task ends it handles at once."""
 COLD_STOP_EXTRA = 5.0
 """After cancel_grace, how long a cold stop waits for the database before exiting."""
+WAITING_LOG_INTERVAL = 5.0
+"""While task ends cannot be recorded, how often the node says so."""
 
 
 def lock_path(store: Store, name: str) -> Path:
@@ -95,8 +99,9 @@ class Worker:
         self._next_check_in = 0.0
         self._next_log_flush = 0.0
         self._finishes_since = 0.0
-        self._last_ok = 0.0
+        self._last_ok = 0.0  # boottime() when the last successful check-in began
         self._fence_note: dict | None = None  # a fence not yet in the audit trail
+        self._waiting_logged = 0.0
         self._look = True
         self._cold_deadline: float | None = None
         self._failing_since: float | None = None
@@ -124,6 +129,7 @@ class Worker:
             holder = (f"pid {node.pid} on {node.host}, last seen {node.last_seen:%Y-%m-%d %H:%M:%S} UTC"
                       if node else "another process on this host")
             raise Refused(f"node {self.name} is held by a live process: {holder}") from None
+        begun = boottime()
         try:
             registered = self.store.register(Registration(
                 name=self.name, instance_id=self.instance_id, host=self.host, pid=os.getpid(),
@@ -133,9 +139,9 @@ class Worker:
             self._lock.release()
             raise
         self.settings = registered.settings
-        self.watchdog = Watchdog()
+        self.watchdog = Watchdog(self.name)
+        self._renew_lease(begun)
         now = time.monotonic()
-        self._last_ok = now
         self._next_check_in = now + self.settings.heartbeat_interval
         self._set_live(registered.node, now)
         self.store.changed()
@@ -213,13 +219,13 @@ class Worker:
         """One step: check in when due, fence if cut off, end finished tasks,
         flush output, act on cancels and claims, and handle a stop request."""
         now = time.monotonic()
+        self._fence(boottime())  # after any gap (a late turn, a frozen process), kill first
         if self.stop_requests and not self._stop_begun:
             self._begin_stop()
         if now >= self._next_check_in:
             self._check_in(now)
             if self.done:
                 return
-        self._fence(time.monotonic())  # the check-in may have waited on a lock
         self._collect()
         if now >= self._next_log_flush or self._finishes_due(now):
             self._flush(now)
@@ -232,10 +238,16 @@ class Worker:
     def _check_in(self, now: float) -> None:
         if self.watchdog:
             self.watchdog.check()
+        begun = boottime()
         try:
             result = self.store.check_in(self.name, self.instance_id,
                                          shutting_down=self.stop_requests > 0,
                                          heartbeat_interval=self.settings.heartbeat_interval)
+        except DatabaseReplaced as exc:
+            self._db_trouble(now, exc, "check in")
+            self._fence(boottime(), "lost its database (the file was deleted or replaced)")
+            self._next_check_in = now + min(RETRY_INTERVAL, self.settings.heartbeat_interval)
+            return
         except DatabaseError as exc:
             self._db_trouble(now, exc, "check in")
             self._next_check_in = now + min(RETRY_INTERVAL, self.settings.heartbeat_interval)
@@ -248,18 +260,55 @@ class Worker:
             self.exit_code = Refused.exit_code
             self.done = True
             return
+        # A slow check-in may have outlived the lease: the watchdog has then
+        # killed the tasks, and so must the node, before it renews the lease.
+        self._fence(boottime())
         if self.live.fenced:
-            log.info("reached the database again after %.1fs; claiming again", now - self._last_ok)
+            log.info("reached the database again after %.1fs; claiming again",
+                     boottime() - self._last_ok)
         elif self._failing_since is not None:
             log.info("reached the database again after %.1fs", now - self._failing_since)
         self._failing_since = None
-        self._last_ok = now
         self.settings = result.settings
+        self._renew_lease(begun)
         self._next_check_in = now + self.settings.heartbeat_interval
         self._set_live(result.node, now, fenced=False)
         self._look = True
+        self._reconcile(now)
         self._note_fence()
         self._reap(now)
+
+    def _renew_lease(self, begun: float) -> None:
+        """The lease runs from before the check-in that renews it, so it never
+        outlasts the node's last_seen by more than the fence threshold."""
+        self._last_ok = begun
+        if self.watchdog:
+            self.watchdog.lease(begun + self._fence_after())
+
+    def _reconcile(self, now: float) -> None:
+        """Kill at once, and record nothing for, every task this process holds
+        that the database no longer gives to this instance and attempt: the
+        cluster ended or queued it again while this node was out of reach."""
+        if not self.runs and not self.finishes:
+            return
+        try:
+            owned = {(t.id, t.attempt) for t in self.store.own_active_tasks(self.name, self.instance_id)}
+        except DatabaseError as exc:
+            self._db_trouble(now, exc, "reconcile running tasks")
+            return
+        for task_id, run in self.runs.items():
+            if (task_id, run.task.attempt) not in owned and not run.disowned:
+                log.warning("task %d (attempt %d) is no longer this node's: the cluster ended it "
+                            "or queued it again; killing it, recording nothing", task_id, run.task.attempt)
+                run.disown()
+        kept = []
+        for run, outcome in self.finishes:
+            if (run.task.id, run.task.attempt) in owned:
+                kept.append((run, outcome))
+            else:
+                log.warning("task %d (attempt %d) ended %s, but the cluster had already ended it; "
+                            "recording nothing", run.task.id, run.task.attempt, outcome.state.value)
+        self.finishes = kept
 
     def _note_fence(self) -> None:
         """A fence is recorded once the database can be reached again."""
@@ -288,19 +337,24 @@ class Worker:
             log.info("pruned %d finished task(s) past task_retention", reaped.pruned)
 
     def _fence_after(self) -> float:
-        """Stop everything this long after the last check-in: before anyone
-        else may call this node lost, even if a write is then stuck on a lock
-        for WORKER_BUSY_TIMEOUT (the fence is checked after each failed write)."""
-        s = self.settings
-        return max(s.heartbeat_interval, s.offline_after - s.heartbeat_interval - WORKER_BUSY_TIMEOUT)
+        return fence_after(self.settings.heartbeat_interval, self.settings.offline_after)
 
-    def _fence(self, now: float) -> None:
-        if self.live.fenced or now - self._last_ok < self._fence_after():
+    def _fence(self, now: float, why: str | None = None) -> None:
+        """Kill every task and claim nothing: once the lease (the last
+        check-in plus the fence threshold, on `boottime()`) has run out, as
+        the watchdog does on its own; or at once, `why` the database is lost."""
+        if self.live.fenced:
             return
-        log.error("no check-in for %.1fs (offline_after is %s): killing %d task(s), claiming nothing",
-                  now - self._last_ok, format_duration(self.settings.offline_after), len(self.runs))
-        detail = (f"node {self.name} could not reach the database for "
-                  f"{now - self._last_ok:.0f}s; the task was killed so it cannot run twice")
+        if why is None:
+            if now - self._last_ok < self._fence_after():
+                return
+            log.error("no check-in for %.1fs (offline_after is %s): killing %d task(s), "
+                      "claiming nothing", now - self._last_ok,
+                      format_duration(self.settings.offline_after), len(self.runs))
+            why = f"could not reach the database for {now - self._last_ok:.0f}s"
+        else:
+            log.error("node %s %s: killing %d task(s), claiming nothing", self.name, why, len(self.runs))
+        detail = f"node {self.name} {why}; the task was killed so it cannot run twice"
         for run in self.runs.values():
             run.kill(KillReason.FENCE, detail)
         self._fence_note = {"cut_off_seconds": round(now - self._last_ok, 1),
@@ -310,7 +364,10 @@ class Worker:
     def _collect(self) -> None:
         """Move tasks whose process has ended to the finish list."""
         for task_id, run in list(self.runs.items()):
-            if run.finished():
+            if run.finished() and run.disowned:
+                del self.runs[task_id]
+                log.info("task %d (attempt %d) ended; nothing recorded", task_id, run.task.attempt)
+            elif run.finished():
                 if not self.finishes:
                     self._finishes_since = time.monotonic()
                 outcome = run.outcome()
@@ -348,6 +405,7 @@ class Worker:
             self._db_trouble(now, exc, "record task output")
             if finishes:
                 self._claim_unsure = self._look = True
+                self._waiting(now, len(finishes), exc)
         else:
             for finish, still_owned in zip(finishes, owned):
                 if not still_owned:
@@ -430,6 +488,8 @@ class Worker:
             log.info("claimed task %s", described[0])
         else:
             log.info("claimed %d tasks: %s", len(tasks), "; ".join(described))
+        if self.watchdog:
+            self.watchdog.starting([task.id for task in tasks])
         for task in tasks:
             self._run(task)
         self._set_live()
@@ -448,6 +508,8 @@ class Worker:
             if task.id not in known:
                 log.warning("task %d was claimed as the connection broke; running it now "
                             "(attempt %d): %s", task.id, task.attempt, task.name)
+                if self.watchdog:
+                    self.watchdog.starting([task.id])
                 self._run(task)
         self._claim_unsure = False
         self._set_live()
@@ -457,7 +519,14 @@ class Worker:
             self._failing_since = now
             log.error("cannot %s: %s; retrying", doing, exc)
         self._set_live()
-        self._fence(time.monotonic())
+        self._fence(boottime())
+
+    def _waiting(self, now: float, ends: int, exc: DatabaseError) -> None:
+        """Say every few seconds what a node that cannot record its task
+        ends waits for (a full disk keeps it from stopping)."""
+        if now - self._waiting_logged >= WAITING_LOG_INTERVAL:
+            self._waiting_logged = now
+            log.warning("waiting to record %d task end(s): %s", ends, exc)
 
     # -- stopping -----------------------------------------------------------
 
@@ -506,3 +575,14 @@ class Worker:
                 self.watchdog.close()
             if self._lock is not None:
                 self._lock.release()
+
+
+def fence_after(heartbeat_interval: float, offline_after: float) -> float:
+    """How long after its last check-in began a node (and its watchdog) kills
+    every task: well before anyone else may call it lost (offline_after), and
+    late enough that one slow or failed check-in (a lock held for
+    WORKER_BUSY_TIMEOUT) does not fence a healthy node: offline_after less a
+    check-in interval and the lock wait, but at least halfway between the
+    interval and offline_after (which exceeds twice the interval)."""
+    return max(offline_after - heartbeat_interval - WORKER_BUSY_TIMEOUT,
+               (heartbeat_interval + offline_after) / 2)

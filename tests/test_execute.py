@@ -184,7 +184,7 @@ def test_the_watchdog_hears_of_a_group_before_its_leader_is_reaped(events, monke
     unreaped, its id unusable, until the watchdog has been told the group is
     gone; the news waits for the next new group, for RELEASE_DELAY, or for a
     send of everything."""
-    watchdog = Watchdog()
+    watchdog = Watchdog("n")
     try:
         runs = [start(events, ["true"], watchdog=watchdog) for _ in range(2)]
         watchdog.send()  # new groups go at once

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 from .. import audit
 from ..audit import Action, Change, Event, EventFilter, node_actor
-from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, NotFound, Refused,
-                      SchemaMismatch)
+from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, DatabaseReplaced, NotFound,
+                      Refused, SchemaMismatch)
 from ..models import Node, Task, TaskState, is_offline, make_node
 from ..roles import Role
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
@@ -78,6 +78,7 @@ class SQLiteStore(SQLiteSessions, Store):
                 f"cannot use the database {self.display}: it must be readable and writable "
                 "by this user (check its owner and mode)")
         self.conn = self._connect(busy_timeout)
+        self._identity = self._file_identity()
         self._data_version: int | None = None
         self._watch = None
         try:
@@ -345,8 +346,22 @@ class SQLiteStore(SQLiteSessions, Store):
                         **common.registered_event(node, reg, took_over, ended))
         return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
     def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
                  heartbeat_interval: float) -> CheckIn | None:
+        # The open file must still be the one at the path: a node that kept
+        # checking in to a deleted (or replaced) file would look alive to
+        # itself and be lost, or absent, to everyone else.
+        if self._file_identity() != self._identity:
+            raise DatabaseReplaced(
+                f"the database file {self.display} was deleted or replaced while this process "
+                "had it open; restart the node to use the file now at that path")
         with self._write() as conn:
             cursor = conn.execute(
                 """UPDATE nodes SET last_seen = ?, shutting_down = ?, heartbeat_interval = ?,
