@@ -3,19 +3,31 @@
 Settings live in the database so every node sees the same values; running
 nodes pick up a change at their next check-in. Durations are written `90`,
 `90s`, `1.5s`, `5m`, `2h`, `1d`; sizes `65536`, `64K`, `1M`, `1G` (binary units).
+Each setting has a range, checked when it is set; a value out of range found
+in the database (written by hand, or by an older version) is logged as an
+error and its default used instead, so no stored value can stop a node.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Callable
 
 from .errors import UsageError
 
+log = logging.getLogger("octonodes")
+
 DEFAULT_TASK_CAP = 5
 MAX_TASK_CAP = 1000
+MAX_RETRIES = 1000
+"""`task add --retries` at most: a task lost with its node this often is not
+going to succeed."""
+MAX_TASK_ID = 2**63 - 1
+"""Task ids are 64-bit integers in the database: a larger one cannot exist."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -72,6 +84,9 @@ def _parse_path(text: str) -> str:
     text = text.strip()
     if not text:
         raise UsageError("invalid path: it must not be empty")
+    if not PurePath(text).is_absolute():
+        raise UsageError(f"invalid path {text!r}: it must be absolute (every node reads it "
+                         "from its own working directory)")
     return text
 
 
@@ -103,27 +118,46 @@ class Setting:
     parse: Callable[[str], object]
     format: Callable[[object], str]
     help: str
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, value: str) -> object:
+        """Parse `value` and check its range; UsageError otherwise."""
+        try:
+            parsed = self.parse(value)
+        except UsageError as exc:
+            raise UsageError(f"{self.key}: {exc}") from None
+        if self.low is not None and not self.low <= parsed <= self.high:
+            raise UsageError(f"invalid {self.key} {value!r}: it must be between "
+                             f"{self.format(self.low)} and {self.format(self.high)}")
+        return parsed
 
 
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
         Setting("heartbeat_interval", "10s", parse_duration, format_duration,
-                "how often each node checks in"),
+                "how often each node checks in (0.1s to 1h)", 0.1, 3600),
         Setting("offline_after", "60s", parse_duration, format_duration,
-                "a node that has not checked in for longer is Offline (must exceed twice heartbeat_interval)"),
+                "a node that has not checked in for longer is Offline (must exceed twice "
+                "heartbeat_interval; up to 30d)", 0.2, 30 * 86400),
         Setting("queue_timeout", "1d", parse_duration, format_duration,
-                "how long a task may wait in the queue before it ends TimedOut"),
+                "how long a task may wait in the queue before it ends TimedOut (1s to 365d)",
+                1, 365 * 86400),
         Setting("task_log_limit", "1M", parse_size, format_size,
-                "output kept per task attempt; the rest is dropped after a marker"),
+                "output kept per task attempt; the rest is dropped after a marker (1K to 1G)",
+                1024, 1024**3),
         Setting("cancel_grace", "10s", parse_duration, format_duration,
-                "time between SIGTERM and SIGKILL when a task is cancelled"),
+                "time between SIGTERM and SIGKILL when a task is cancelled (0.1s to 1d)",
+                0.1, 86400),
         Setting("task_retention", "30d", parse_duration, format_duration,
-                "finished tasks and their logs are pruned after this long"),
+                "finished tasks and their logs are pruned after this long (1m to 3650d)",
+                60, 3650 * 86400),
         Setting("package_store", "", _parse_path, str,
-                "folder of uploaded packages (default: beside the SQLite file; required with PostgreSQL)"),
+                "folder of uploaded packages, an absolute path (default: beside the SQLite "
+                "file; required with PostgreSQL)"),
         Setting("event_retention", "365d", parse_duration, format_duration,
-                "audit events are pruned after this long"),
+                "audit events are pruned after this long (1d to 3650d)", 86400, 3650 * 86400),
         Setting("trusted_proxies", "", parse_proxies, format_proxies,
                 "addresses or networks of proxies whose X-Forwarded-For names the client (comma-separated)"),
     )
@@ -157,7 +191,19 @@ def _parse_stored(stored: tuple[tuple[str, str], ...]) -> ClusterSettings:
     values = {}
     for key, setting in SETTINGS.items():
         raw = given.get(key, setting.default)
-        values[key] = setting.parse(raw) if raw != "" else getattr(ClusterSettings, key)
+        try:
+            values[key] = setting.check(raw) if raw != "" else getattr(ClusterSettings, key)
+        except UsageError as exc:
+            log.error("the stored value of %s is not valid (%s); using the default, %s",
+                      key, exc, setting.default or "none")
+            values[key] = (setting.parse(setting.default) if setting.default
+                           else getattr(ClusterSettings, key))
+    if not values["offline_after"] > 2 * values["heartbeat_interval"]:
+        log.error("the stored offline_after (%s) does not exceed twice heartbeat_interval (%s); "
+                  "using the defaults of both", format_duration(values["offline_after"]),
+                  format_duration(values["heartbeat_interval"]))
+        for key in ("heartbeat_interval", "offline_after"):
+            values[key] = SETTINGS[key].parse(SETTINGS[key].default)
     return ClusterSettings(**values)
 
 
@@ -167,7 +213,7 @@ def parse_setting(key: str, value: str) -> object:
     if setting is None:
         known = ", ".join(SETTINGS)
         raise UsageError(f"unknown setting {key!r}; the settings are: {known}")
-    return setting.parse(value)
+    return setting.check(value)
 
 
 def validate_setting(key: str, value: str, current: ClusterSettings) -> str:
