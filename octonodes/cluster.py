@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from . import audit
 from .audit import Action, Event, EventFilter
-from .errors import DatabaseError, TimedOut, UsageError
+from .errors import DatabaseError, NotFound, TimedOut, UsageError
 from .models import (Node, NodeStatus, OfflineReason, Task, TaskState, validate_cap,
                      validate_name)
 from .roles import Role, parse_role
-from .settings import ClusterSettings, format_duration
+from .settings import MAX_RETRIES, MAX_TASK_ID, ClusterSettings, format_duration
 from .store import Store, open_store
 from .store.base import LAST_USE_PRECISION, ApiKey, Clock, QueueSummary, TaskSpec
 
@@ -189,8 +189,9 @@ class Cluster:
 
     @staticmethod
     def _retries(retries: int) -> int:
-        if not isinstance(retries, int) or retries < 0:
-            raise UsageError(f"invalid retries {retries!r}: it must be a whole number, 0 or more")
+        if not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+            raise UsageError(f"invalid retries {retries!r}: it must be a whole number "
+                             f"from 0 to {MAX_RETRIES}")
         return retries
 
     def add_tasks(self, commands: Iterable[Sequence[str] | TaskSpec], *,
@@ -199,10 +200,12 @@ class Cluster:
         returned in order."""
         specs = [c if isinstance(c, TaskSpec) else TaskSpec(command=_validate_command(c))
                  for c in commands]
+        for spec in specs:
+            self._retries(spec.retries)
         return self.store.add_tasks(specs, audit.change(actor))
 
     def task(self, task_id: int) -> Task:
-        return self.store.task(task_id)
+        return self.store.task(_task_id(task_id))
 
     def tasks(self, *, node: str | None = None, states: Iterable[TaskState | str] = (),
               limit: int | None = 50) -> list[Task]:
@@ -215,11 +218,12 @@ class Cluster:
                reason: str | None = None) -> tuple[Task, bool]:
         """Queued ends Canceled at once; Executing becomes Cancelling and its
         node stops it. Returns the task and whether this call changed it."""
-        return self.store.cancel(task_id, audit.change(actor, reason))
+        return self.store.cancel(_task_id(task_id), audit.change(actor, reason))
 
     def wait(self, task_id: int, timeout: float | None = None) -> Task:
         """Block until the task has ended and return it; TimedOut past `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        task_id = _task_id(task_id)
         while True:
             task = self.store.task(task_id)
             if task.ended:
@@ -230,7 +234,7 @@ class Cluster:
 
     def log(self, task_id: int, *, follow: bool = False) -> Iterator[bytes]:
         """A task's output; with `follow`, keep yielding until the task ends."""
-        self.store.task(task_id)
+        self.store.task(_task_id(task_id))
         after = 0
         while True:
             ended = follow and self.store.task(task_id).ended
@@ -404,3 +408,10 @@ def _ago(now: datetime, then: datetime | None) -> str:
         return "never"
     seconds = max(0.0, (now - then).total_seconds())
     return f"{format_duration(round(seconds)) if seconds >= 1 else '0s'} ago"
+
+
+def _task_id(task_id: int) -> int:
+    """A task id the database could hold; NotFound for one it cannot."""
+    if isinstance(task_id, int) and not 0 < task_id <= MAX_TASK_ID:
+        raise NotFound(f"no task with id {task_id}")
+    return task_id
