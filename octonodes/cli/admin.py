@@ -26,7 +26,9 @@ def init(ctx: typer.Context) -> None:
     """
     cluster = ctx.obj.cluster(create=True)
     before, after = cluster.store.initialize()
-    if before is None:
+    if before is None and not cluster.store.created:
+        print(f"initialised a new database in the existing file {cluster.db} (schema version {after})")
+    elif before is None:
         print(f"created a new database at {cluster.db} (schema version {after})")
     elif before == after:
         print(f"the database at {cluster.db} is up to date (schema version {after})")

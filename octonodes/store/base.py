@@ -135,6 +135,8 @@ class Store(ABC):
     """`sqlite` or `postgresql`."""
     display: str
     """Where it is, for humans: a file path or a URL without its password."""
+    created: bool = True
+    """False when `init` found an existing empty file to make the database in."""
 
     # -- time and lifecycle -------------------------------------------------
 

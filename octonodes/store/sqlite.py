@@ -55,6 +55,15 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _make_folders(folder: Path) -> None:
+    """`folder` and every missing folder above it, owner-only (`mkdir`'s
+    `parents` would give those above the umask's mode)."""
+    if folder.is_dir():
+        return
+    _make_folders(folder.parent)
+    folder.mkdir(mode=0o700, exist_ok=True)
+
+
 class SQLiteStore(SQLiteSessions, Store):
     kind = "sqlite"
 
@@ -71,7 +80,10 @@ class SQLiteStore(SQLiteSessions, Store):
             )
         if not exists:
             self._create_file()
-        elif self.path.is_file() and not os.access(self.path, os.R_OK | os.W_OK):
+        elif create and self._empty():
+            self._own_empty_file()
+        self.created = not exists  # a new file (else an existing one, empty or not)
+        if self.path.is_file() and not os.access(self.path, os.R_OK | os.W_OK):
             # In WAL mode even a reader writes the -shm index: a file we may
             # not write would only leave stray side files behind.
             raise DatabaseError(
@@ -97,13 +109,28 @@ class SQLiteStore(SQLiteSessions, Store):
 
     def _create_file(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _make_folders(self.path.parent)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
         except FileExistsError:
             pass
         except OSError as exc:
             raise DatabaseError(f"cannot create a database at {self.display}: {exc.strerror}") from None
+
+    def _empty(self) -> bool:
+        try:
+            return self.path.is_file() and self.path.stat().st_size == 0
+        except OSError:
+            return False
+
+    def _own_empty_file(self) -> None:
+        """An empty file (made by `touch`, or by a tool that reserves the
+        name) becomes the database: owner-only, as a new one would be."""
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            raise DatabaseError(f"cannot use the empty file {self.display} as a database: "
+                                f"{exc.strerror}") from None
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         uri = f"file:{quote(str(self.path))}?mode=rw"
