@@ -3,10 +3,13 @@
 Three clocks for three jobs: monotonic time for intervals and deadlines;
 `CLOCK_BOOTTIME` (`boottime()`, which counts a suspended host's sleep) for
 the fence and the watchdog's lease; the store's `now()` for everything
-stored. Signal handlers only set
-flags: the first asks for a warm stop (finish running tasks, claim nothing),
-the second for a cold one (cancel them). A node survives whatever a task
-does and whatever the database does; a `finally` marks it stopped.
+stored. Signal handlers only set flags: the first asks for a warm stop
+(finish running tasks, claim nothing), the second for a cold one (cancel
+them). A node survives whatever a task does and whatever the database does;
+a `finally` marks it stopped.
+
+After any gap the node kills first (`_fence`), then checks in; after each
+check-in it reconciles what it runs with what the database still gives it.
 """
 
 from __future__ import annotations
