@@ -25,6 +25,8 @@ OUT_OF_RANGE = {
     "cancel_grace": ["99999999999d", "2d", "0.01s", "-10s"],
     "task_retention": ["99999999999d", "3651d", "59s", "-30d"],
     "package_store": ["relative/folder", "./packages", "-"],
+    "event_retention": ["99999999999d", "3651d", "1h", "-1d"],
+    "trusted_proxies": ["not-an-address", "999.1.1.1", "-1"],
 }
 
 
