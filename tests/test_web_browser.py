@@ -147,6 +147,9 @@ def test_the_drain_toggle_takes_a_reason_and_the_ping_follows(web_cluster, page)
     assert re.search(r"node-1\s.*Drain(ing|ed)", listed.stdout), listed.stdout
     drained = cluster.events(node="node-1", actions=["node.drain"])[0]
     assert drained.actor.startswith("key page-admin (") and drained.reason == "kernel patch"
+    page.get_by_role("link", name="node-1", exact=True).first.click()
+    expect(page.locator("#drain-info")).to_contain_text("kernel patch")
+    expect(page.locator("#drain-info")).to_contain_text("by key page-admin (")
     page.get_by_role("link", name="Events", exact=True).click()
     expect(page.locator("#events tr[data-action='node.drain']").first).to_contain_text("kernel patch")
     page.get_by_role("link", name="Nodes", exact=True).click()
