@@ -262,3 +262,22 @@ def test_each_page_gets_its_own_csrf_token_in_a_shared_live_part(web):
     for mine, theirs, part in ((tokens[0], tokens[1], parts[0]), (tokens[1], tokens[0], parts[1])):
         assert set(re.findall(r'name="csrf_token" value="([^"]+)"', part)) == {mine}
         assert theirs not in part and "csrf-" not in part
+
+
+def test_a_task_is_cancelled_from_the_tasks_page(web_cluster, web):
+    cluster, _, _ = web_cluster
+    node, key = web
+    client = sign_in(node.url, key)
+    task = cluster.add_task(["sleep", "60"], name="to cancel")
+    wait_until(lambda: cluster.task(task.id).state == "Executing", 10)
+    page = client.get("/tasks?state=Executing&node=node-1").text
+    assert f'action="/tasks/{task.id}/cancel"' in page
+    done = client.post(f"/tasks/{task.id}/cancel", data={
+        "csrf_token": hidden(page, "csrf_token"), "reason": "wrong build", "next": "/tasks"})
+    assert done.status_code == 303 and done.headers["location"] == "/tasks"
+    ended = cluster.wait(task.id, timeout=15)
+    assert ended.state == "Canceled"
+    event = cluster.events(task=task.id, actions=["task.cancel"])[0]
+    assert event.actor.startswith("key web-") and event.reason == "wrong build"
+    after = client.get(f"/tasks/{task.id}").text
+    assert f'action="/tasks/{task.id}/cancel"' not in after and "Canceled" in after
