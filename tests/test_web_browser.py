@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import BACKENDS, FAST_SETTINGS
-from helpers import octonodes, wait_until
+from helpers import octonodes
 from web_helpers import browser_sign_in, launch_chromium, module_cluster
 
 pytestmark = pytest.mark.slow
