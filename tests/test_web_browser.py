@@ -191,6 +191,11 @@ def test_keyboard_labels_and_a_narrow_screen(web_cluster, page):
     expect(page.locator("#menu-node-1")).to_have_attribute("open", "")
     page.keyboard.press("Escape")
     expect(page.locator("#menu-node-1")).not_to_have_attribute("open", "")
+    page.focus("#drain-node-1")  # a change redraws the table; the focus stays
+    octonodes(web_cluster[2], "cap", "node-1", "4")
+    expect(row(page, "node-1").locator('[data-label="Task cap"]')).to_have_text("4")
+    assert page.evaluate("document.activeElement.id") == "drain-node-1"
+    octonodes(web_cluster[2], "cap", "node-1", "5")
     unlabelled = page.evaluate("""() => [...document.querySelectorAll(
         'input:not([type=hidden]), select, button, summary')]
         .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
