@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import octonodes  # noqa: E402
 
 CHROMIUM = os.environ.get("OCTONODES_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 SETTINGS = {"heartbeat_interval": "0.5s", "offline_after": "3s"}
 WIDTH, HEIGHT = 1100, 640
 
@@ -84,7 +85,7 @@ def take(out: Path) -> list[Path]:
         shots = []
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                                 args=["--no-sandbox", "--disable-gpu"])
+                                                 args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
             page.goto(url + "/")
             page.fill("#api_key", key)

@@ -16,6 +16,8 @@ from http_helpers import HttpNode, free_port
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 SESSION_COOKIE = "octonodes_session"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+"""As root in a container: no sandbox, no GPU, no reliance on a small /dev/shm."""
 
 
 def chromium_path() -> str:
@@ -28,7 +30,7 @@ def chromium_path() -> str:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=chromium_path(),
-                                      args=["--no-sandbox", "--disable-gpu"])
+                                      args=CHROMIUM_ARGS)
 
 
 def hidden(html: str, name: str) -> str:
