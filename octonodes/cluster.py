@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from . import audit
 from .audit import Action, Event, EventFilter
@@ -15,10 +15,10 @@ from .models import (Node, NodeStatus, OfflineReason, Task, TaskState, validate_
 from .roles import Role, parse_role
 from .settings import MAX_RETRIES, MAX_TASK_ID, ClusterSettings, format_duration
 from .store import Store, open_store
-from .store.base import LAST_USE_PRECISION, ApiKey, Clock, QueueSummary, TaskSpec
+from .store.base import LAST_USE_PRECISION, ApiKey, Clock, QueueSummary, TaskQuery, TaskSpec
 
 if TYPE_CHECKING:
-    from .packages import Package, PackageFolder
+    from .packages import Package, PackageFolder, PackageName
     from .queue import QueueState
     from .sessions import Sessions
 
@@ -26,6 +26,8 @@ FOLLOW_LOOK_BACK = 1000
 """Event ids `follow_events` reads again (see there)."""
 POLL_INTERVAL = 0.05
 """How often a waiting command looks for a change it cannot be told about."""
+MAX_TASK_SECONDS = 10 * 365 * 86400
+"""The longest timeout or queue timeout a task may have (ten years)."""
 
 
 def open(db: str | None = None, *, create: bool = False, clock: Clock | None = None) -> "Cluster":  # noqa: A001
@@ -61,8 +63,9 @@ def _validate_command(command: Sequence[str]) -> list[str]:
 
 
 def _validate_seconds(label: str, value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise UsageError(f"invalid {label} {value!r}: it must be more than zero seconds")
+    if value is not None and not 0 < value <= MAX_TASK_SECONDS:
+        raise UsageError(f"invalid {label} {value!r}: it must be more than zero seconds "
+                         f"and at most {MAX_TASK_SECONDS} (ten years)")
     return value
 
 
@@ -189,7 +192,7 @@ class Cluster:
 
     @staticmethod
     def _retries(retries: int) -> int:
-        if not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
             raise UsageError(f"invalid retries {retries!r}: it must be a whole number "
                              f"from 0 to {MAX_RETRIES}")
         return retries
@@ -213,6 +216,15 @@ class Cluster:
         if limit is not None and limit < 1:
             raise UsageError(f"invalid limit {limit!r}: it must be 1 or more")
         return self.store.tasks(node=node, states=[TaskState(s) for s in states], limit=limit)
+
+    def task_page(self, query: TaskQuery = TaskQuery(), *, skip: int = 0,
+                  take: int = 30) -> tuple[int, list[Task]]:
+        """How many tasks `query` selects, and `take` of them after the first
+        `skip`, newest first (the REST API's paged listings)."""
+        if skip < 0 or take < 0:
+            raise UsageError(f"invalid skip {skip!r} or take {take!r}: they must be 0 or more")
+        return self.store.task_page(query, skip, take) if take else \
+            (self.store.task_page(query, 0, 0)[0], [])
 
     def cancel(self, task_id: int, *, actor: str | None = None,
                reason: str | None = None) -> tuple[Task, bool]:
@@ -368,6 +380,38 @@ class Cluster:
     def packages(self) -> list["Package"]:
         """What the package store holds, by file name."""
         return self.package_folder().packages()
+
+    def package_page(self, contains: str = "", *, skip: int = 0,
+                     take: int = 30) -> tuple[int, list["Package"]]:
+        """How many packages have `contains` in their id (case-insensitive),
+        and `take` of them after the first `skip`, by file name; only the
+        page's files are looked at beyond the folder's listing."""
+        folder = self.package_folder()
+        names = folder.names(contains)
+        page = [folder.find(name) for name in names[skip:skip + take]]
+        return len(names), [p for p in page if p is not None]
+
+    def package(self, key: str) -> "Package":
+        """One stored package, by `<PackageId>.<Version>` (`Acme.Web.1.2.3`);
+        NotFound if the store has none."""
+        folder = self.package_folder()
+        found = folder.find(folder.named(key))
+        if found is None:
+            raise NotFound(f"no package {key} in the package store")
+        return found
+
+    def open_package(self, key: str) -> tuple["PackageName", BinaryIO]:
+        """A stored package's name and its file, open for reading."""
+        folder = self.package_folder()
+        name = folder.named(key)
+        return name, folder.open(name)
+
+    def delete_package(self, key: str) -> "PackageName":
+        """Remove a package from the store; returns its name."""
+        folder = self.package_folder()
+        name = folder.named(key)
+        folder.delete(name)
+        return name
 
     # -- monitoring ---------------------------------------------------------
 

@@ -41,9 +41,14 @@ GiB = 1024 * MiB
     ("Acme.Lib.3.1.4.nupkg", "Acme.Lib", "3.1.4", "nupkg"),
     ("Acme.App.0.0.1.jar", "Acme.App", "0.0.1", "jar"),
     ("Acme.App.0.0.1.ZIP", "Acme.App", "0.0.1", "zip"),
-    # The first run that parses wins: 1.2.3.4 is not a semantic version, 2.3.4 is.
-    ("Acme.Web.1.2.3.4.zip", "Acme.Web.1", "2.3.4", "zip"),
-    ("Acme.2024.1.0.0.zip", "Acme.2024", "1.0.0", "zip"),
+    # Versions of up to four numbers, as Octopus reads them.
+    ("Acme.Web.1.2.3.4.zip", "Acme.Web", "1.2.3.4", "zip"),
+    ("Acme.Web.1.2.3.4-rc.1+b7.zip", "Acme.Web", "1.2.3.4-rc.1+b7", "zip"),
+    ("Acme.Web.1.2.zip", "Acme.Web", "1.2", "zip"),
+    ("Acme.Web.7.nupkg", "Acme.Web", "7", "nupkg"),
+    # The first run that parses wins: five numbers are not a version, four are.
+    ("Acme.Web.1.2.3.4.5.zip", "Acme.Web.1", "2.3.4.5", "zip"),
+    ("Acme.2024.1.0.0.zip", "Acme", "2024.1.0.0", "zip"),
 ])
 def test_package_file_names_parse(file_name, package_id, version, extension):
     name = parse_file_name(file_name)
@@ -52,8 +57,8 @@ def test_package_file_names_parse(file_name, package_id, version, extension):
 
 
 @pytest.mark.parametrize("file_name", [
-    "", "Acme.Web.zip", "Acme.Web.1.2.zip", "1.2.3.zip", "Acme.Web.1.2.3", "Acme.Web.1.2.3.rar",
-    "Acme.Web.01.2.3.zip", "Acme.Web.1.2.3-.zip",
+    "", "Acme.Web.zip", "Acme.Web.latest.zip", "1.zip", "-.1.2.zip", "Acme.Web.1.2.3", "Acme.Web.1.2.3.rar",
+    "Acme.Web.01.zip", "Acme.Web.1.2.3-.zip",
     "../Acme.Web.1.2.3.zip", "..", "a/Acme.Web.1.2.3.zip", "Acme\\Web.1.2.3.zip",
     "Acme..Web.1.2.3.zip", "Acme.Web.1.2.3.zip\0.zip", ".Acme.Web.1.2.3.zip",
     "/etc/Acme.Web.1.2.3.zip", "Acme Web.1.2.3.zip", "Acme.Web.1.2.3\n.zip",

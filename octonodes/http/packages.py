@@ -33,7 +33,7 @@ from ..errors import UsageError
 from ..packages.upload import Incoming
 from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
                         parse_file_name)
-from ..models import iso
+from .package_files import package_resource
 
 log = logging.getLogger("octonodes.http")
 
@@ -134,21 +134,6 @@ class PackageTarget(BaseTarget):
 
 def _what(target: PackageTarget) -> str:
     return target.name.file_name if target.name else "a package"
-
-
-def package_resource(package: Package) -> dict:
-    return {
-        "Id": f"packages-{package.package_id}.{package.version}",
-        "PackageId": package.package_id,
-        "Version": package.version,
-        "FileName": package.file_name,
-        "FileExtension": "." + package.extension,
-        "Size": package.size,
-        "PackageSizeBytes": package.size,
-        "Sha256": package.sha256,
-        "Hash": package.sha256,
-        "Published": iso(package.uploaded_at),
-    }
 
 
 def overwrite_mode(request: Request) -> OverwriteMode:

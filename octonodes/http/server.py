@@ -24,13 +24,11 @@ from starlette.applications import Starlette
 
 from .. import web
 from ..errors import CannotListen
-from ..roles import Role
 from .access import route
+from .api import api_routes
 from .context import HttpContext
 from .errors import EXCEPTION_HANDLERS
 from .metrics import metrics_endpoint
-from .nodes import delete_node, get_node, list_nodes, node_details, update_node
-from .packages import upload
 from .ping import ping
 
 log = logging.getLogger("octonodes.http")
@@ -51,13 +49,7 @@ def build_app(context: HttpContext) -> Starlette:
     # The role table: what each route needs (octonodes.roles; None is public).
     routes = [
         route(f"{NODES}/ping", ping, methods=["GET", "HEAD"], role=None),
-        route(NODES, list_nodes, methods=["GET"], role=Role.VIEWER),
-        route(f"{NODES}/{{name}}", get_node, methods=["GET"], role=Role.VIEWER),
-        route(f"{NODES}/{{name}}", update_node, methods=["PUT"], role=Role.OPERATOR),
-        route(f"{NODES}/{{name}}", delete_node, methods=["DELETE"], role=Role.ADMIN),
-        route(f"{NODES}/{{name}}/details", node_details, methods=["GET"], role=Role.VIEWER),
-        route("/api/{space}/packages/raw", upload, methods=["POST"], role=Role.PACKAGES),
-        route("/api/packages/raw", upload, methods=["POST"], role=Role.PACKAGES),
+        *api_routes(),
         route("/metrics", metrics_endpoint(context), methods=["GET"], role=None),
         *web.routes(),
     ]

@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from ..errors import OctonodesError, Refused
+from ..errors import NotFound, OctonodesError, Refused
 from ..models import iso
 from .names import InvalidPackageName, PackageName, parse_file_name
 
@@ -97,24 +98,47 @@ class PackageFolder:
 
     def packages(self) -> list[Package]:
         """Every package in the folder, by file name; an absent folder is empty."""
+        return [p for p in map(self.find, self.names()) if p is not None]
+
+    def names(self, contains: str = "") -> list[PackageName]:
+        """The names of the packages in the folder (complete ones only: an
+        upload in progress is a hidden file), by file name; with `contains`,
+        those whose package id holds it (case-insensitive). Nothing is read
+        but the folder's listing."""
         try:
-            names = sorted(os.listdir(self.path))
+            listed = sorted(os.listdir(self.path))
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise storage_error(exc, self.path, "listing it") from None
-        found = []
-        for file_name in names:
+        names = []
+        for file_name in listed:
             if file_name.startswith("."):
                 continue
             try:
                 name = parse_file_name(file_name)
             except InvalidPackageName:
                 continue
-            package = self.find(name)
-            if package is not None:
-                found.append(package)
+            if contains.lower() in name.package_id.lower():
+                names.append(name)
+        return names
+
+    def named(self, key: str) -> PackageName:
+        """The stored package `<PackageId>.<Version>` (the first by file name,
+        should it be stored in several formats); NotFound if there is none."""
+        found = next((n for n in self.names() if f"{n.package_id}.{n.version}" == key), None)
+        if found is None:
+            raise NotFound(f"no package {key} in the package store")
         return found
+
+    def open(self, name: PackageName) -> BinaryIO:
+        """The package's file, open for reading; NotFound if it is gone."""
+        try:
+            return open(self.path / name.file_name, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"package {name.file_name} is no longer in the package store") from None
+        except OSError as exc:
+            raise storage_error(exc, self.path, f"reading {name.file_name}") from None
 
     def find(self, name: PackageName) -> Package | None:
         """The package stored under this name, or None."""
@@ -128,6 +152,17 @@ class PackageFolder:
         sha256 = self._sidecar_hash(name.file_name, st) or self._hash_file(path)
         return Package(name.package_id, name.version, name.extension, name.file_name, st.st_size,
                        sha256, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, name: PackageName) -> None:
+        """Remove a package and its hash cache; NotFound if it is not there."""
+        try:
+            os.unlink(self.path / name.file_name)
+        except FileNotFoundError:
+            raise NotFound(f"no package {name.file_name!r} in the store") from None
+        except OSError as exc:
+            raise storage_error(exc, self.path, f"deleting {name.file_name}") from None
+        self._sidecar(name.file_name).unlink(missing_ok=True)
+        fsync_dir(self.path)
 
     def exists(self, name: PackageName) -> bool:
         return os.path.lexists(self.path / name.file_name)

@@ -13,11 +13,12 @@ EXTENSIONS = ("tar.bz2", "tar.gz", "nupkg", "zip", "tgz", "tar", "jar")
 MAX_FILE_NAME = 200
 """Bytes; leaves room under the usual 255 for the hidden temporary and sidecar names."""
 
-# Semantic Versioning 2.0.0, the regular expression semver.org gives.
+# A version as Octopus reads one: up to four numeric parts (1, 1.2, 1.2.3,
+# 1.2.3.4), then Semantic Versioning 2.0.0's pre-release and build metadata.
 _NUM = r"(?:0|[1-9]\d*)"
 _PRE_ID = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
-SEMVER = re.compile(
-    rf"^{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+VERSION = re.compile(
+    rf"^{_NUM}(?:\.{_NUM}){{0,3}}(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
 )
 PACKAGE_ID = re.compile(r"^[A-Za-z0-9_]+(?:[.-][A-Za-z0-9_]+)*$")
 
@@ -43,8 +44,8 @@ class PackageName:
 
 
 def parse_file_name(file_name: str | None) -> PackageName:
-    """`Acme.Web.1.2.3.zip` -> Acme.Web 1.2.3 zip: the version is the first
-    dot-separated run (to the extension) that is a semantic version.
+    """`Acme.Web.1.2.3.4.zip` -> Acme.Web 1.2.3.4 zip: the version is the
+    first dot-separated run (to the extension) that is a version (`VERSION`).
     InvalidPackageName for anything else, and for any name that could
     leave the store folder."""
     if not file_name:
@@ -64,10 +65,10 @@ def parse_file_name(file_name: str | None) -> PackageName:
     parts = file_name[: -len(extension) - 1].split(".")
     for i in range(1, len(parts)):
         package_id, version = ".".join(parts[:i]), ".".join(parts[i:])
-        if SEMVER.match(version):
+        if VERSION.match(version):
             if not PACKAGE_ID.match(package_id):
                 break
             return PackageName(package_id, version, extension, file_name)
     raise InvalidPackageName(
         f"invalid package file name {shown!r}: expected <PackageId>.<Version>.<ext> "
-        "with a semantic version, e.g. Acme.Web.1.2.3.zip")
+        "with a version of up to four numbers, e.g. Acme.Web.1.2.3.zip")

@@ -37,6 +37,17 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class TaskQuery:
+    """Which tasks a paged listing selects (every given condition holds)."""
+
+    node: str | None = None
+    states: tuple[TaskState, ...] = ()
+    ids: tuple[int, ...] = ()
+    name: str | None = None
+    name_contains: str | None = None  # case-insensitive
+
+
+@dataclass(frozen=True)
 class Registration:
     """Who a `node run` process is, as it registers its name."""
 
@@ -291,6 +302,11 @@ class Store(ABC):
     def tasks(self, *, node: str | None = None, states: Iterable[TaskState] = (),
               limit: int | None = 50) -> list[Task]:
         """Newest first."""
+
+    @abstractmethod
+    def task_page(self, query: TaskQuery, offset: int, limit: int) -> tuple[int, list[Task]]:
+        """How many tasks `query` selects, and `limit` of them from `offset`,
+        newest first."""
 
     @abstractmethod
     def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:

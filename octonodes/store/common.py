@@ -93,3 +93,9 @@ def added_event(tasks: list[Task]) -> dict:
 def canceled_event(before: Task, after: Task) -> dict:
     return dict(action=Action.TASK_CANCEL, target=f"task {before.id}", node=before.node,
                 task_ids=[before.id], details={"old": str(before.state), "new": str(after.state)})
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, with `\\` as the escape."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

@@ -36,7 +36,7 @@ from ..models import Node, Task, TaskState, make_node
 from ..roles import Role
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import audit_sql, common
-from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped, TaskQuery,
                    Registered, Registration, Store, TaskSpec)
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
 from .postgres_listen import TASK_ENDS, Listener, channel_for
@@ -564,6 +564,24 @@ class PostgresStore(PostgresSessions, Store):
             args.append(limit)
         with self._cursor() as cur:
             return self._select_tasks(cur, tail, tuple(args))
+
+    def task_page(self, query: TaskQuery, offset: int, limit: int) -> tuple[int, list[Task]]:
+        clauses, args = [], []
+        for clause, value in (
+                ("state = ANY(%s)", [TaskState(s).value for s in query.states] or None),
+                ("id = ANY(%s)", list(query.ids) or None),
+                ("node = %s", query.node), ("name = %s", query.name),
+                ("name ILIKE %s", query.name_contains and common.like_pattern(query.name_contains))):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT count(*) AS n FROM tasks {where}", args)
+            total = cur.fetchone()["n"]
+            page = self._select_tasks(cur, f"{where} ORDER BY id DESC LIMIT %s OFFSET %s",
+                                      (*args, limit, offset)) if offset < total else []
+        return total, page
 
     def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
         with self._write() as cur:

@@ -26,7 +26,7 @@ from ..models import Node, Task, TaskState, is_offline, make_node
 from ..roles import Role
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
 from . import audit_sql, common
-from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped,
+from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped, TaskQuery,
                    Registered, Registration, Store, TaskSpec)
 from .sqlite_schema import SCHEMA_VERSION, migrate
 from .sqlite_sessions import SQLiteSessions
@@ -526,6 +526,26 @@ class SQLiteStore(SQLiteSessions, Store):
             args.append(limit)
         with self._errors():
             return self._select_tasks(self.conn, tail, tuple(args))
+
+    def task_page(self, query: TaskQuery, offset: int, limit: int) -> tuple[int, list[Task]]:
+        clauses, args = [], []
+        for column, values in (("state", [TaskState(s).value for s in query.states]),
+                               ("id", list(query.ids))):
+            if values:
+                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args.extend(values)
+        for clause, value in (("node = ?", query.node), ("name = ?", query.name),
+                              ("name LIKE ? ESCAPE '\\'",
+                               query.name_contains and common.like_pattern(query.name_contains))):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
+        with self._errors():
+            total = self.conn.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0]
+            page = self._select_tasks(self.conn, f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                                      (*args, limit, offset)) if offset < total else []
+        return total, page
 
     def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
         with self._write() as conn:

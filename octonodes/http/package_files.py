@@ -1,0 +1,97 @@
+"""The package store, read and pruned over HTTP (uploads are `packages.py`):
+
+- `GET /api/packages[?filter=&skip=&take=]`: a page of packages, by file
+  name; `filter` keeps those whose id holds it (case-insensitive);
+- `GET /api/packages/{id}`, with the id `packages-<PackageId>.<Version>`;
+- `GET /api/packages/{id}/raw`: the file, streamed from disk;
+- `DELETE /api/packages/{id}`.
+
+Each is also served under `/api/Spaces-1/`. Only complete packages exist
+(an upload in progress is a hidden temporary file), so a download never
+sees a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO, Iterator
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import NotFound
+from ..packages import Package
+from .collections import SPACE_ID, collection, page_of
+from ..models import iso
+
+PREFIX = "packages-"
+PACKAGES = f"/api/{SPACE_ID}/packages"
+TEMPLATE = PACKAGES + "{/id}{?filter,skip,take}"
+READ_BLOCK = 1024 * 1024
+
+
+def package_resource(package: Package) -> dict:
+    pid = f"{PREFIX}{package.package_id}.{package.version}"
+    return {
+        "Id": pid,
+        "SpaceId": SPACE_ID,
+        "PackageId": package.package_id,
+        "Version": package.version,
+        "FileName": package.file_name,
+        "FileExtension": "." + package.extension,
+        "Size": package.size,
+        "PackageSizeBytes": package.size,
+        "Sha256": package.sha256,
+        "Hash": package.sha256,
+        "Published": iso(package.uploaded_at),
+        "FeedId": "feeds-builtin",
+        "Links": {"Self": f"{PACKAGES}/{pid}", "Raw": f"{PACKAGES}/{pid}/raw"},
+    }
+
+
+def package_key(text: str) -> str:
+    """`packages-Acme.Web.1.2.3` -> `Acme.Web.1.2.3`; NotFound for any other shape."""
+    if not text.lower().startswith(PREFIX) or len(text) == len(PREFIX):
+        raise NotFound(f"no package with id {text!r}: ids are {PREFIX}<PackageId>.<Version>")
+    return text[len(PREFIX):]
+
+
+def _context(request: Request):
+    return request.app.state.context
+
+
+async def list_packages(request: Request) -> JSONResponse:
+    page, contains = page_of(request), request.query_params.get("filter", "")
+    total, packages = await _context(request).call(
+        lambda c: c.package_page(contains, skip=page.skip, take=page.take))
+    return JSONResponse(collection(request, "Package", [package_resource(p) for p in packages],
+                                   total, page, TEMPLATE))
+
+
+async def get_package(request: Request) -> JSONResponse:
+    key = package_key(request.path_params["id"])
+    return JSONResponse(package_resource(await _context(request).call(lambda c: c.package(key))))
+
+
+def _blocks(file: BinaryIO) -> Iterator[bytes]:
+    """The file's bytes, a block at a time (read in a worker thread by
+    Starlette); closed at the end, or when the client goes away."""
+    with file:
+        while block := file.read(READ_BLOCK):
+            yield block
+
+
+async def download_package(request: Request) -> Response:
+    key = package_key(request.path_params["id"])
+    name, file = await _context(request).call(lambda c: c.open_package(key))
+    size = (await run_in_threadpool(os.fstat, file.fileno())).st_size
+    return StreamingResponse(_blocks(file), media_type="application/octet-stream", headers={
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{name.file_name}"'})
+
+
+async def delete_package(request: Request) -> Response:
+    key = package_key(request.path_params["id"])
+    await _context(request).call(lambda c: c.delete_package(key))
+    return Response(status_code=204)
