@@ -169,7 +169,7 @@ def test_nodes_list_get_details_put_delete(fast_cluster, start_node, tmp_path):
     details = api.get("/node-1/details").json()
     assert details["Node"]["Name"] == "node-1" and details["Node"]["RunningTaskCount"] == 1
     assert [(t["Id"], t["Name"], t["State"]) for t in details["RunningTasks"]] == \
-        [(task.id, "held", "Executing")]
+        [(f"ServerTasks-{task.id}", "held", "Executing")]
 
     # PUT: drain and cap, through another node's API
     changed = api.put("/node-2", json={"IsInMaintenanceMode": True, "MaxConcurrentTasks": 9})
