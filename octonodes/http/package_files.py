@@ -14,7 +14,7 @@ sees a partial one.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO, Iterator
+from typing import AsyncIterator, BinaryIO
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -74,19 +74,31 @@ async def get_package(request: Request) -> JSONResponse:
     return JSONResponse(package_resource(await _context(request).call(lambda c: c.package(key))))
 
 
-def _blocks(file: BinaryIO) -> Iterator[bytes]:
-    """The file's bytes, a block at a time (read in a worker thread by
-    Starlette); closed at the end, or when the client goes away."""
-    with file:
-        while block := file.read(READ_BLOCK):
+class FileStream(StreamingResponse):
+    """A file, streamed a block at a time (each read in a worker thread),
+    and closed however the response ends: a client that leaves mid-body
+    leaves no open file behind."""
+
+    def __init__(self, file: BinaryIO, headers: dict) -> None:
+        self.file = file
+        super().__init__(self._blocks(), media_type="application/octet-stream", headers=headers)
+
+    async def _blocks(self) -> AsyncIterator[bytes]:
+        while block := await run_in_threadpool(self.file.read, READ_BLOCK):
             yield block
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.file.close()
 
 
 async def download_package(request: Request) -> Response:
     key = package_key(request.path_params["id"])
     name, file = await _context(request).call(lambda c: c.open_package(key))
     size = (await run_in_threadpool(os.fstat, file.fileno())).st_size
-    return StreamingResponse(_blocks(file), media_type="application/octet-stream", headers={
+    return FileStream(file, headers={
         "Content-Length": str(size),
         "Content-Disposition": f'attachment; filename="{name.file_name}"'})
 
