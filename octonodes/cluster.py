@@ -59,7 +59,22 @@ class CheckResult:
 def _validate_command(command: Sequence[str]) -> list[str]:
     if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
         raise UsageError("a task's command is a non-empty list of strings (program and arguments)")
+    for arg in command:
+        _validate_text("a task's command", arg)
     return list(command)
+
+
+def _validate_text(label: str, text: str | None) -> str | None:
+    """Text a database can keep and a program can be given: no NUL, and
+    valid Unicode (no lone surrogates, which JSON can spell)."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{label} is not valid Unicode text") from None
+        if "\0" in text:
+            raise UsageError(f"{label} cannot contain a NUL character")
+    return text
 
 
 def _validate_seconds(label: str, value: float | None) -> float | None:
@@ -185,7 +200,7 @@ class Cluster:
                  retries: int = 0, actor: str | None = None) -> Task:
         """Queue one task; returns it."""
         return self.add_tasks([TaskSpec(
-            command=_validate_command(command), name=name,
+            command=_validate_command(command), name=_validate_text("a task's name", name),
             timeout=_validate_seconds("timeout", timeout),
             queue_timeout=_validate_seconds("queue timeout", queue_timeout),
             retries=self._retries(retries))], actor=actor)[0]
@@ -223,6 +238,9 @@ class Cluster:
         `skip`, newest first (the REST API's paged listings)."""
         if skip < 0 or take < 0:
             raise UsageError(f"invalid skip {skip!r} or take {take!r}: they must be 0 or more")
+        for label, text in (("node", query.node), ("name", query.name),
+                            ("partial name", query.name_contains)):
+            _validate_text(label, text)
         return self.store.task_page(query, skip, take) if take else \
             (self.store.task_page(query, 0, 0)[0], [])
 

@@ -81,7 +81,8 @@ def test_task_collections_page_and_filter(cluster, start_node):
     assert api.get("/api/tasks", params={"skip": 1000}).json()["TotalResults"] == 66
     assert len(api.get("/api/tasks", params={"take": 2147483647}).json()["Items"]) == 66
     for bad in ({"skip": -1}, {"take": "x"}, {"take": 1.5}, {"take": 2147483648},
-                {"skip": "1e3"}, {"states": "Sleeping"}, {"ids": "Tasks-1"}):
+                {"skip": "1e3"}, {"states": "Sleeping"}, {"ids": "Tasks-1"},
+                {"partialName": "a\u0000"}, {"name": "\u0000"}, {"node": "n\u0000"}):
         assert_error(api.get("/api/tasks", params=bad), 400)
 
     def ids(**params) -> list[str]:
@@ -141,6 +142,7 @@ def test_the_task_api(cluster, start_node, tmp_path):
             ({"Arguments": {"Command": [""]}}, ["Command"]),
             ({"Arguments": {"Command": "ls -l"}}, ["Command"]),
             ({"Arguments": {"Command": ["ls", 3]}}, ["Command"]),
+            ({"Arguments": {"Command": ["ls", "a\u0000b"]}}, ["NUL"]),
             ({}, ["Arguments"]),
             ({"Arguments": ["ls"]}, ["Arguments"]),
             ({"Arguments": {"Command": ["ls"], "Shell": "bash"}}, ["Shell"]),
@@ -153,6 +155,8 @@ def test_the_task_api(cluster, start_node, tmp_path):
             ({"Arguments": {"Command": ["ls"]}, "SpaceId": "Spaces-2"}, ["SpaceId"])):
         assert_error(api.post("/api/tasks", json=body), 400, *words)
     assert_error(api.post("/api/tasks", content=b"[not json"), 400, "JSON")
+    lone_surrogate = b'{"Arguments": {"Command": ["ls"]}, "Name": "bad \\ud800"}'
+    assert_error(api.post("/api/tasks", content=lone_surrogate), 400, "Unicode")
     assert_error(api.post("/api/tasks", content=b"{" + b" " * 70000 + b"}"), 413)
     for bad in ("ServerTasks-999999", "ServerTasks-0", "ServerTasks-abc", "ServerTasks--1",
                 "ServerTasks-" + "9" * 40, "Tasks-1", "%20"):
