@@ -53,8 +53,10 @@ UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
     "required": ["fileToUpload"]}}}}
 
 OPERATIONS: dict[str, dict] = {
-    "ping": _op("this node's health, for load balancers (200, 418 drained, 503)",
-                json_of("NodePing"), errors=(418, 503)),
+    "ping": {**_op("this node's health, for load balancers", json_of("NodePing")), "responses": {
+        code: {"description": why, "content": json_of("NodePing")} for code, why in (
+            ("200", "online, drain off"), ("418", "drain on"),
+            ("503", "starting, shutting down, or cut off from its database"))}},
     "metrics": _op("the cluster in the Prometheus text format", TEXT, errors=(503,)),
     "root": _op("the root document", json_of("Root")),
     "openapi_document": _op("this document", {"application/json": {"schema": {"type": "object"}}}),
