@@ -48,7 +48,7 @@ def test_the_documented_examples_run_through_haproxy(fast_cluster, start_node, h
         unavailable("curl is not installed", "curl is required in CI (apt-get install curl)")
     shared_package_store(fast_cluster, tmp_path)
     nodes = {name: start_http_node(start_node, name) for name in ("node-1", "node-2")}
-    _, key = fast_cluster.add_api_key("examples")
+    _, key = fast_cluster.add_api_key("examples", "admin")
     port = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(config_for(port, {name: node.url.removeprefix("http://")

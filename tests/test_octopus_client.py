@@ -38,7 +38,7 @@ def test_octopus_client_pushes_packages_and_follows_tasks(node_js, fast_cluster,
                                                           tmp_path):
     shared_package_store(fast_cluster, tmp_path)
     node = start_http_node(start_node, "node-1")
-    _, key = fast_cluster.add_api_key("deploy")
+    _, key = fast_cluster.add_api_key("deploy", "admin")
     package = tmp_path / "Acme.Web.1.2.3.4.zip"
     package.write_bytes(b"PK\x05\x06" + bytes(18))
     quick = fast_cluster.add_task(["sh", "-c", "echo built; echo by octonodes"], name="build")

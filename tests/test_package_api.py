@@ -22,7 +22,7 @@ CHUNK = 256 * 1024
 def test_list_get_download_delete(cluster, start_node, tmp_path):
     shared_package_store(cluster, tmp_path)
     node = start_http_node(start_node, "node-1")
-    _, key = cluster.add_api_key("ops")
+    _, key = cluster.add_api_key("ops", "admin")
     api = httpx.Client(base_url=node.url, headers={KEY_HEADER: key}, timeout=10)
     for name, data in (("Acme.Web.1.2.3.4.zip", b"web"), ("Acme.Web.1.2.3.5.zip", b"web 5"),
                        ("Acme.Data.2.0.0-rc.1.tar.gz", b"data"), ("Tools.1.0.nupkg", b"tools")):
@@ -63,7 +63,7 @@ def test_list_get_download_delete(cluster, start_node, tmp_path):
 def test_a_package_being_written_does_not_exist_yet(cluster, start_node, tmp_path):
     shared_package_store(cluster, tmp_path)
     node = start_http_node(start_node, "node-1")
-    _, key = cluster.add_api_key("ops")
+    _, key = cluster.add_api_key("ops", "admin")
     api = httpx.Client(base_url=node.url, headers={KEY_HEADER: key}, timeout=10)
     halfway, finish = threading.Event(), threading.Event()
 
@@ -96,7 +96,7 @@ def test_a_package_being_written_does_not_exist_yet(cluster, start_node, tmp_pat
 def test_a_client_leaving_mid_download_leaves_the_node_healthy(cluster, start_node, tmp_path):
     shared_package_store(cluster, tmp_path)
     node = start_http_node(start_node, "node-1")
-    _, key = cluster.add_api_key("ops")
+    _, key = cluster.add_api_key("ops", "admin")
     folder = cluster.package_folder().path
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "Big.1.0.0.tar", "wb") as f:  # sparse: 256 MiB of zeros, no disk used

@@ -28,7 +28,7 @@ def assert_error(response: httpx.Response, status: int, *words: str) -> None:
 
 def test_root_document_and_the_one_space(cluster, start_node):
     node = start_http_node(start_node, "node-1")
-    _, key = cluster.add_api_key("ops")
+    _, key = cluster.add_api_key("ops", "admin")
     api = client(node, key)
     root = httpx.get(node.url + "/api").json()  # no key needed, as with Octopus
     assert root["Application"] == "octonodes" and root["Version"] and root["InstallationId"]
@@ -56,7 +56,7 @@ def test_root_document_and_the_one_space(cluster, start_node):
 
 def test_task_collections_page_and_filter(cluster, start_node):
     node = start_http_node(start_node, "node-1", "--cap", "0")  # everything stays queued
-    _, key = cluster.add_api_key("ops")
+    _, key = cluster.add_api_key("ops", "admin")
     api = client(node, key)
     added = cluster.add_tasks([["true"]] * 65)
     cluster.add_task(["true"], name="Backup nightly")
@@ -100,7 +100,7 @@ def test_task_collections_page_and_filter(cluster, start_node):
 
 def test_the_task_api(cluster, start_node, tmp_path):
     node = start_http_node(start_node, "node-1")
-    _, key = cluster.add_api_key("ops")
+    _, key = cluster.add_api_key("ops", "admin")
     api = client(node, key)
     gate = tmp_path / "gate"
 
@@ -169,7 +169,7 @@ def test_the_task_api(cluster, start_node, tmp_path):
 
 def test_node_ids_all_summary_and_put_round_trips(fast_cluster, start_node):
     node = start_http_node(start_node, "node-1", "--cap", "0")
-    _, key = fast_cluster.add_api_key("ops")
+    _, key = fast_cluster.add_api_key("ops", "admin")
     api = client(node, key)
     fast_cluster.add_tasks([["true"]] * 3)
     oldest = fast_cluster.task_page()[1][-1].queued_at
@@ -210,3 +210,43 @@ def test_node_ids_all_summary_and_put_round_trips(fast_cluster, start_node):
     assert_error(api.get(f"{NODES}/OctopusServerNodes-node-9"), 404)
     assert_error(api.put(f"{NODES}/OctopusServerNodes-node-9", json={"MaxConcurrentTasks": 1}), 404)
     assert_error(api.delete(f"{NODES}/OctopusServerNodes-node-1"), 409, "online")
+
+
+def test_each_role_gets_what_its_routes_allow(cluster, start_node, tmp_path):
+    from http_helpers import shared_package_store, upload
+
+    shared_package_store(cluster, tmp_path)
+    node = start_http_node(start_node, "node-1", "--cap", "0")
+    keys = {role: cluster.add_api_key(role, role)[1]
+            for role in ("viewer", "operator", "admin", "packages")}
+    api = {role: client(node, key) for role, key in keys.items()}
+    new_task = {"Name": "t", "Arguments": {"Command": ["true"]}}
+
+    # packages: find the space, push and read packages; nothing else.
+    assert api["packages"].get("/api/spaces?partialName=Default").json()["TotalResults"] == 1
+    assert upload(node.url, keys["packages"], "Acme.1.0.0.zip", b"a").status_code == 200
+    assert api["packages"].get("/api/Spaces-1/packages/packages-Acme.1.0.0/raw").content == b"a"
+    assert_error(api["packages"].get("/api/tasks"), 403, "viewer")
+    assert_error(api["packages"].delete("/api/packages/packages-Acme.1.0.0"), 403, "admin")
+    # viewer: reads everything, changes nothing.
+    assert api["viewer"].get("/api/tasks").status_code == 200
+    assert api["viewer"].get("/api/packages").json()["TotalResults"] == 1
+    assert_error(api["viewer"].post("/api/tasks", json=new_task), 403, "operator")
+    assert_error(api["viewer"].put(f"{NODES}/node-1", json={"MaxConcurrentTasks": 1}), 403, "operator")
+    assert upload(node.url, keys["viewer"], "Acme.2.0.0.zip", b"b").status_code == 403
+    # operator: tasks, drain and caps; not deletes.
+    made = api["operator"].post("/api/tasks", json=new_task)
+    assert made.status_code == 201
+    assert api["operator"].post(made.json()["Links"]["Cancel"]).json()["State"] == "Canceled"
+    drained = api["operator"].put(f"{NODES}/node-1", json={"IsInMaintenanceMode": True,
+                                                           "DrainReason": "kernel patch"}).json()
+    assert drained["DrainReason"] == "kernel patch"
+    assert drained["DrainedBy"] == "key operator (127.0.0.1)" and drained["DrainedAt"]
+    assert_error(api["operator"].delete("/api/packages/packages-Acme.1.0.0"), 403, "admin")
+    assert_error(api["operator"].delete(f"{NODES}/node-1"), 403, "admin")
+    # admin: everything.
+    assert api["admin"].delete("/api/packages/packages-Acme.1.0.0").status_code == 204
+    # The changes are on the audit trail, by key.
+    actors = {(str(e.action), e.actor) for e in cluster.events(limit=None)}
+    for action in ("task.add", "task.cancel", "node.drain"):
+        assert (action, "key operator (127.0.0.1)") in actors, actors
