@@ -399,6 +399,32 @@ class Cluster:
         """What the package store holds, by file name."""
         return self.package_folder().packages()
 
+    def delete_package(self, file_name: str, *, actor: str | None = None,
+                       reason: str | None = None) -> "Package":
+        """Remove a package from the store (NotFound if absent), recorded in
+        the audit trail in the transaction that removes it; returns it."""
+        from .packages import parse_file_name
+
+        folder = self.package_folder()
+        name = parse_file_name(file_name)
+        found = folder.find(name)
+        if found is None:
+            raise NotFound(f"no package {file_name!r} in the store")
+        self.record(Action.PACKAGE_DELETE, name.file_name, actor=actor, reason=reason,
+                    during=lambda: folder.delete(name),
+                    details={"package_id": found.package_id, "version": found.version,
+                             "size": found.size, "sha256": found.sha256})
+        return found
+
+    def record(self, action: Action | str, target: str, *, actor: str | None = None,
+               reason: str | None = None, details: dict | None = None,
+               during: Callable[[], None] | None = None) -> None:
+        """Record a change made outside the database (the package store):
+        `during()` makes it inside the event's transaction; if it raises,
+        the event is not recorded."""
+        self.store.record(audit.change(actor, reason), audit.parse_action(str(action)), target,
+                          details=details, during=during)
+
     def package_page(self, contains: str = "", *, skip: int = 0,
                      take: int = 30) -> tuple[int, list["Package"]]:
         """How many packages have `contains` in their id (case-insensitive),
@@ -423,13 +449,6 @@ class Cluster:
         folder = self.package_folder()
         name = folder.named(key)
         return name, folder.open(name)
-
-    def delete_package(self, key: str) -> "PackageName":
-        """Remove a package from the store; returns its name."""
-        folder = self.package_folder()
-        name = folder.named(key)
-        folder.delete(name)
-        return name
 
     # -- monitoring ---------------------------------------------------------
 

@@ -250,3 +250,4 @@ def test_each_role_gets_what_its_routes_allow(cluster, start_node, tmp_path):
     actors = {(str(e.action), e.actor) for e in cluster.events(limit=None)}
     for action in ("task.add", "task.cancel", "node.drain"):
         assert (action, "key operator (127.0.0.1)") in actors, actors
+    assert ("package.delete", "key admin (127.0.0.1)") in actors, actors

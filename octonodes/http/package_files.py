@@ -105,5 +105,7 @@ async def download_package(request: Request) -> Response:
 
 async def delete_package(request: Request) -> Response:
     key = package_key(request.path_params["id"])
-    await _context(request).call(lambda c: c.delete_package(key))
+    actor = request.state.actor
+    await _context(request).call(
+        lambda c: c.delete_package(c.package(key).file_name, actor=actor))
     return Response(status_code=204)
