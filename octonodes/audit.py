@@ -99,8 +99,11 @@ class EventFilter:
     actions: tuple[Action, ...] = ()
     actor: str | None = None  # a substring of the actor, case-insensitive
     since: datetime | None = None
+    until: datetime | None = None
     after_id: int | None = None  # only events newer than this id (for --follow)
+    before_id: int | None = None  # only events older than this id
     limit: int | None = 50
+    offset: int = 0  # skip this many of the newest that match
 
 
 def default_actor() -> str:

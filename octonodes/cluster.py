@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Sequence
 
@@ -355,6 +355,31 @@ class Cluster:
             actions=tuple(audit.parse_action(a) for a in actions), actor=actor or None,
             since=since, after_id=after_id, limit=limit)
         return self.store.events(where)
+
+    def event_page(self, *, node: str | None = None, task: int | None = None,
+                   actor: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None, skip: int = 0,
+                   take: int = 30) -> tuple[int, list[Event]]:
+        """How many events match, and `take` of them after the first `skip`,
+        newest first (the REST API's paged listing)."""
+        if skip < 0 or take < 0:
+            raise UsageError(f"invalid skip {skip!r} or take {take!r}: they must be 0 or more")
+        _validate_text("actor", actor)
+        where = EventFilter(node=validate_name(node) if node is not None else None, task=task,
+                            actor=actor or None, since=since, until=until, limit=take,
+                            offset=skip)
+        if task is not None:  # a batch's ids may skip the task: only reading them tells
+            every = self.store.events(replace(where, limit=None, offset=0))
+            return len(every), every[skip:skip + take]
+        return self.store.count_events(where), self.store.events(where) if take else []
+
+    def event(self, event_id: int) -> Event:
+        """One event; NotFound if there is none with that id (or it aged out)."""
+        found = self.store.events(EventFilter(after_id=event_id - 1, before_id=event_id + 1,
+                                              limit=1))
+        if not found:
+            raise NotFound(f"no event with id {event_id}")
+        return found[0]
 
     def newest_event_id(self) -> int:
         """The id of the newest event (0 when none): where following starts."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from ..roles import Role
-from . import nodes, package_files, root, tasks
+from . import events, nodes, package_files, root, tasks
 from .access import route
 from .collections import SPACE_ID, SPACE_PREFIXES
 from .openapi import openapi_document
@@ -37,6 +37,8 @@ def _space_scoped(prefix: str) -> list[Route]:
               role=ADMIN),
         route(f"{prefix}/packages/{{id}}/raw", package_files.download_package, methods=["GET"],
               role=PACKAGES),
+        route(f"{prefix}/events", events.list_events, methods=["GET"], role=VIEWER),
+        route(f"{prefix}/events/{{id}}", events.get_event, methods=["GET"], role=VIEWER),
     ]
 
 

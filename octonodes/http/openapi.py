@@ -100,6 +100,7 @@ OPERATIONS: dict[str, dict] = {
     "list_events": _op("a page of audit events, newest first", json_of("EventCollection"),
                        params=PAGING + _query("regarding", "users", "from", "to"),
                        errors=(400,)),
+    "get_event": _op("one audit event", json_of("Event"), errors=(404,)),
 }
 
 

@@ -47,10 +47,8 @@ def insert(ph: str, at: Any, change: Change, action: Action, target: str, *,
                  json.dumps(doc, default=str), change.reason)
 
 
-def select(ph: str, where: EventFilter, at: Callable[[datetime], Any],
-           contains: str) -> tuple[str, tuple]:
-    """The query for `where`, newest first. `contains` is the backend's
-    case-insensitive substring test, with two placeholders."""
+def _where(ph: str, where: EventFilter, at: Callable[[datetime], Any],
+           contains: str) -> tuple[str, list]:
     clauses, args = [], []
     if where.node is not None:
         clauses.append(f"node = {ph}")
@@ -64,22 +62,37 @@ def select(ph: str, where: EventFilter, at: Callable[[datetime], Any],
     if where.actor:
         clauses.append(contains)
         args += [where.actor]
-    if where.since is not None:
-        clauses.append(f"at >= {ph}")
-        args.append(at(where.since))
-    if where.after_id is not None:
-        clauses.append(f"id > {ph}")
-        args.append(where.after_id)
-    sql = f"SELECT {COLUMNS} FROM events"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += " ORDER BY id DESC"
+    for clause, value in ((f"at >= {ph}", where.since), (f"at <= {ph}", where.until)):
+        if value is not None:
+            clauses.append(clause)
+            args.append(at(value))
+    for clause, value in ((f"id > {ph}", where.after_id), (f"id < {ph}", where.before_id)):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def select(ph: str, where: EventFilter, at: Callable[[datetime], Any],
+           contains: str) -> tuple[str, tuple]:
+    """The query for `where`, newest first. `contains` is the backend's
+    case-insensitive substring test, with two placeholders."""
+    clauses, args = _where(ph, where, at, contains)
+    sql = f"SELECT {COLUMNS} FROM events{clauses} ORDER BY id DESC"
     # A task's batch may be a range with holes: those are sorted out after
     # the query, so the limit too.
     if where.limit is not None and where.task is None:
-        sql += f" LIMIT {ph}"
-        args.append(where.limit)
+        sql += f" LIMIT {ph} OFFSET {ph}"
+        args += [where.limit, where.offset]
     return sql, tuple(args)
+
+
+def count(ph: str, where: EventFilter, at: Callable[[datetime], Any],
+          contains: str) -> tuple[str, tuple]:
+    """The query that counts what `select` selects (without its limit; for a
+    task, batches with holes included: `keep` sorts those out)."""
+    clauses, args = _where(ph, where, at, contains)
+    return f"SELECT count(*) AS n FROM events{clauses}", tuple(args)
 
 
 def event(row: dict, at: datetime) -> Event:
@@ -96,5 +109,5 @@ def keep(events: list[Event], where: EventFilter) -> list[Event]:
     """What the query could not decide: a batch with holes, and its limit."""
     if where.task is None:
         return events
-    kept = [e for e in events if e.concerns_task(where.task)]
+    kept = [e for e in events if e.concerns_task(where.task)][where.offset:]
     return kept[:where.limit] if where.limit is not None else kept

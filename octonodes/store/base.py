@@ -399,6 +399,11 @@ class Store(ABC):
         """Events that match, newest first."""
 
     @abstractmethod
+    def count_events(self, where: EventFilter) -> int:
+        """How many events match, without `where`'s limit and offset (for a
+        task, a batch whose ids skip it counts too)."""
+
+    @abstractmethod
     def record(self, change: Change, action: Action, target: str, *,
                during: Callable[[], None] | None = None, **fields) -> None:
         """Record an event for a change made outside the database (a package

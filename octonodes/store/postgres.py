@@ -843,6 +843,12 @@ class PostgresStore(PostgresSessions, Store):
             rows = cur.execute(sql, args).fetchall()
         return audit_sql.keep([audit_sql.event(r, _utc(r["at"])) for r in rows], where)
 
+    def count_events(self, where: EventFilter) -> int:
+        sql, args = audit_sql.count("%s", where, lambda at: at,
+                                    "strpos(lower(actor), lower(%s)) > 0")
+        with self._cursor() as cur:
+            return cur.execute(sql, args).fetchone()["n"]
+
     def record(self, change: Change, action: Action, target: str, *,
                during: Callable[[], None] | None = None, **fields) -> None:
         with self._write() as cur:

@@ -826,6 +826,11 @@ class SQLiteStore(SQLiteSessions, Store):
             rows = [dict(zip(columns, r)) for r in cursor]
         return audit_sql.keep([audit_sql.event(r, _dt(r["at"])) for r in rows], where)
 
+    def count_events(self, where: EventFilter) -> int:
+        sql, args = audit_sql.count("?", where, _ts, "instr(lower(actor), lower(?)) > 0")
+        with self._errors():
+            return self.conn.execute(sql, args).fetchone()[0]
+
     def record(self, change: Change, action: Action, target: str, *,
                during: Callable[[], None] | None = None, **fields) -> None:
         with self._write() as conn:
