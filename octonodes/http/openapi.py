@@ -1,8 +1,9 @@
 """`GET /api/openapi.json`: an OpenAPI 3.0 document of every route the node
 serves, built from the app's own route list (so no route can be missing),
 with each route's role (`x-octonodes-role`) and the shapes in `schemas.py`.
-An operation is described by `OPERATIONS[route.name]`; a route without an
-entry there (a page of the web interface) still appears, from its docstring.
+An API operation is described by `OPERATIONS[route.name]`; a page or form
+of the web interface appears from its docstring, answering HTML behind a
+signed-in session.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ KEY_SCHEMES = {
     "NuGetApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-NuGet-ApiKey"},
     "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "ApiKey"},
 }
+WEB_SCHEMES = {"WebSession": {"type": "apiKey", "in": "cookie", "name": "octonodes_session"}}
 PAGING = [
     {"name": "skip", "in": "query", "schema": {"type": "integer", "minimum": 0,
                                                "maximum": 2147483647}},
@@ -105,14 +107,12 @@ OPERATIONS: dict[str, dict] = {
 
 
 def _operation(route: Route, method: str) -> dict:
-    op = OPERATIONS.get(route.name) or _op((route.endpoint.__doc__ or route.name).strip()
-                                           .splitlines()[0])
+    if not (route.path.startswith("/api") or route.path == "/metrics"):
+        return _web_operation(route, method)
+    op = OPERATIONS[route.name]
     path_words = re.sub(r"\W+", "_", route.path).strip("_")
     op = {**op, "operationId": f"{route.name}_{method}_{path_words}",
-          "parameters": list(op["parameters"])}
-    for name in re.findall(r"{(\w+)}", route.path):
-        op["parameters"].append({"name": name, "in": "path", "required": True,
-                                 "schema": {"type": "string"}})
+          "parameters": list(op["parameters"]) + _path_parameters(route)}
     role = getattr(route, "role", None)
     op["x-octonodes-role"] = role.value if role is not None else None
     responses = dict(op["responses"])
@@ -127,6 +127,25 @@ def _operation(route: Route, method: str) -> dict:
     return op
 
 
+def _path_parameters(route: Route) -> list[dict]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)]
+
+
+def _web_operation(route: Route, method: str) -> dict:
+    """A page or form of the web interface: HTML, redirects and error pages,
+    behind a signed-in session (the cookie) rather than a key."""
+    role = getattr(route, "role", None)
+    path_words = re.sub(r"\W+", "_", route.path).strip("_") or "root"
+    summary = (route.endpoint.__doc__ or route.name).strip().splitlines()[0]
+    return {"summary": summary, "tags": ["web"],
+            "operationId": f"web_{route.name}_{method}_{path_words}",
+            "parameters": _path_parameters(route),
+            "x-octonodes-role": role.value if role is not None else None,
+            "security": [{"WebSession": []}] if role is not None else [],
+            "responses": {"default": {"description": "an HTML page, a redirect or an error"}}}
+
+
 def build_document(routes: list) -> dict:
     paths: dict[str, dict] = {}
     for route in routes:
@@ -139,7 +158,7 @@ def build_document(routes: list) -> dict:
         "info": {"title": "octonodes", "version": __version__,
                  "description": "A node's REST API, in Octopus Deploy's shape (docs/api.md)."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": KEY_SCHEMES},
+        "components": {"schemas": SCHEMAS, "securitySchemes": KEY_SCHEMES | WEB_SCHEMES},
     }
 
 
