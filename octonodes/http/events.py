@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from ..audit import Event
 from ..errors import NotFound, UsageError
 from .collections import collection, listed, numbered_id, page_of
-from .context import iso
+from ..models import iso
 from .nodes import PREFIX as NODE_PREFIX
 from .nodes import node_name
 from .tasks import PREFIX as TASK_PREFIX
