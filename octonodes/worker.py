@@ -535,8 +535,11 @@ class Worker:
 
     def _begin_stop(self) -> None:
         self._stop_begun = True
-        log.info("stop requested: claiming nothing; waiting for %d running task(s) "
-                 "(signal again to cancel them)", len(self.runs))
+        if self.runs:
+            log.info("stop requested: claiming nothing; waiting for %d running task(s) "
+                     "(signal again to cancel them)", len(self.runs))
+        else:
+            log.info("stop requested: stopping: nothing running")
         self._set_live()
         self._next_check_in = 0.0
 

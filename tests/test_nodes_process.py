@@ -125,6 +125,10 @@ def test_a_signal_stops_a_node_cleanly_and_at_once(fast_cluster, db, start_node,
     assert doc["status"] == "Offline" and doc["offline_reason"] == "stopped"
     assert doc["stopped_at"] is not None
     assert "stopped" in node.log()
+    # An idle node says it has nothing to wait for (when it logs the request
+    # at all: a signal between loop turns may stop it before it could).
+    assert "stopping: nothing running" in node.log() or "stop requested" not in node.log()
+    assert "waiting for 0" not in node.log()
 
 
 def test_a_second_process_for_a_live_name_is_refused_and_names_the_holder(

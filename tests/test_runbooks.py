@@ -1,10 +1,14 @@
-"""The runbooks work as written.
+"""The runbooks work as written, and are safe to paste.
 
 Each runbook's ```sh blocks are run in order, each with `bash -euo pipefail`,
-as an operator would paste them, against real `node run` processes. The only
-stand-in is `systemctl`: a script on PATH that hands each request to the test,
-which stops (SIGTERM, as `KillMode=mixed` does) or starts the real node
-process behind `octonodes@NAME`.
+as an operator would paste them, against real `node run` processes, once for
+a node under systemd and once for a node stopped with a plain signal (blocks
+marked `# with systemd` or `# without systemd` run in their mode only). The
+only stand-in is `systemctl`: a script on PATH that hands each request to the
+test, which stops (SIGTERM, as `KillMode=mixed` does) or starts the real node
+process behind `octonodes@NAME`. Without systemd the blocks find the node's
+pid themselves and send it SIGTERM; the test starts the node again where the
+runbook tells the operator to.
 """
 
 from __future__ import annotations
@@ -55,10 +59,17 @@ exec {python} -m octonodes "$@"
 '''
 
 
-def sh_blocks(runbook: str) -> list[str]:
+MODES = {"systemd": "# with systemd", "signal": "# without systemd"}
+
+
+def sh_blocks(runbook: str, mode: str | None = None) -> list[str]:
+    """The runbook's ```sh blocks, in order; with `mode`, only those for it."""
     blocks = SH_BLOCK.findall((RUNBOOKS / runbook).read_text())
     assert blocks, f"{runbook} has no ```sh blocks"
-    return blocks
+    if mode is None:
+        return blocks
+    other = {marker for name, marker in MODES.items() if name != mode}
+    return [b for b in blocks if b.split("\n", 1)[0] not in other]
 
 
 class Systemd:
@@ -78,6 +89,8 @@ class Systemd:
         self.units[node.name] = node
 
     def serve(self) -> None:
+        for node in self.units.values():
+            node.proc.poll()  # reap a node a runbook stopped, so `kill -0` sees it gone
         for request in sorted(self.requests.glob("*.req")):
             args = request.read_text().split("\n")
             request.unlink()
@@ -130,12 +143,12 @@ def runbook_env(db, tmp_path):
     return env
 
 
-def run_runbook(runbook: str, env: dict, systemd: Systemd, log: Path,
+def run_runbook(runbook: str, mode: str, env: dict, systemd: Systemd, log: Path,
                 during: dict[str, callable] | None = None) -> None:
-    """Run each ```sh block of the runbook in order; each must exit 0. While a
-    block whose text contains a key of `during` runs, call that function
-    too (the test's side of the story)."""
-    for number, block in enumerate(sh_blocks(runbook)):
+    """Run each ```sh block of the runbook for `mode` in order; each must exit
+    0. While a block whose text contains a key of `during` runs, call that
+    function too (the test's side of the story)."""
+    for number, block in enumerate(sh_blocks(runbook, mode)):
         hooks = [fn for key, fn in (during or {}).items() if key in block]
         with open(log, "ab") as out:
             out.write(f"\n--- block {number} ---\n{block}\n--- output ---\n".encode())
@@ -171,11 +184,13 @@ def wait_executing_on(cluster: octonodes.Cluster, task_id: int, node: str) -> No
                message=f"task {task_id} to run on {node}")
 
 
-def test_maintenance_runbook(fast_cluster, start_node, runbook_env, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_maintenance_runbook(fast_cluster, start_node, runbook_env, tmp_path, mode):
     cluster = fast_cluster
     release = tmp_path / "release"
     systemd = Systemd(start_node, cluster, Path(runbook_env["RUNBOOK_REQUESTS"]))
     systemd.adopt(start_node("node-2"))
+    first_pid = systemd.units["node-2"].pid
     long_job = blocked_task(cluster, release)
     wait_executing_on(cluster, long_job.id, "node-2")
     systemd.adopt(start_node("node-1"))
@@ -190,18 +205,27 @@ def test_maintenance_runbook(fast_cluster, start_node, runbook_env, tmp_path):
         if "task" in side and cluster.task(side["task"].id).ended:
             release.touch()
 
+    def start_again() -> None:
+        """Without systemd, the operator starts the node the way it was started."""
+        if mode == "signal" and not systemd.units["node-2"].alive():
+            systemd.adopt(start_node("node-2", wait=False))
+
     log = tmp_path / "maintenance.log"
-    run_runbook("maintenance.md", {**runbook_env, "NODE": "node-2"}, systemd, log,
-                during={"octonodes drain": while_draining})
+    run_runbook("maintenance.md", mode, {**runbook_env, "NODE": "node-2"}, systemd, log,
+                during={"octonodes drain": while_draining, '= Drained ]': start_again})
 
     done = cluster.task(long_job.id)
     assert (done.state, done.node) == ("Success", "node-2"), done
     assert b"released" in b"".join(cluster.log(long_job.id))
     queued = cluster.task(side["task"].id)
     assert (queued.state, queued.node) == ("Success", "node-1"), queued
-    assert ["stop", "octonodes@node-2"] in systemd.calls
-    assert ["start", "octonodes@node-2"] in systemd.calls
-    assert systemd.stopped["node-2"] == [0], "the drained node stops cleanly"
+    if mode == "systemd":
+        assert ["stop", "octonodes@node-2"] in systemd.calls
+        assert ["start", "octonodes@node-2"] in systemd.calls
+        assert systemd.stopped["node-2"] == [0], "the drained node stops cleanly"
+    else:
+        assert systemd.calls == []
+        assert f"node-2 (pid {first_pid}) has stopped" in log.read_text()
     node = cluster.node("node-2")
     assert (node.status, node.drain) == ("Running", False), node
     assert node.pid == systemd.units["node-2"].pid, "it runs as the restarted process"
@@ -212,7 +236,8 @@ def test_maintenance_runbook(fast_cluster, start_node, runbook_env, tmp_path):
     assert (finished.state, finished.node) == ("Success", "node-2"), finished
 
 
-def test_retirement_runbook(fast_cluster, start_node, runbook_env, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_retirement_runbook(fast_cluster, start_node, runbook_env, tmp_path, mode):
     cluster = fast_cluster
     release = tmp_path / "release"
     systemd = Systemd(start_node, cluster, Path(runbook_env["RUNBOOK_REQUESTS"]))
@@ -227,13 +252,17 @@ def test_retirement_runbook(fast_cluster, start_node, runbook_env, tmp_path):
             release.touch()
 
     log = tmp_path / "retirement.log"
-    run_runbook("retirement.md", {**runbook_env, "NODE": "node-3"}, systemd, log,
+    run_runbook("retirement.md", mode, {**runbook_env, "NODE": "node-3"}, systemd, log,
                 during={"octonodes drain": while_draining})
 
     done = cluster.task(long_job.id)
     assert (done.state, done.node) == ("Success", "node-3"), done
-    assert ["disable", "--now", "octonodes@node-3"] in systemd.calls
-    assert systemd.stopped["node-3"] == [0], "the drained node stops cleanly"
+    if mode == "systemd":
+        assert ["disable", "--now", "octonodes@node-3"] in systemd.calls
+        assert systemd.stopped["node-3"] == [0], "the drained node stops cleanly"
+    else:
+        assert systemd.calls == []
+        assert systemd.units["node-3"].wait_exit() == 0, "the drained node stops cleanly"
     assert not systemd.units["node-3"].alive()
     assert [n.name for n in cluster.nodes()] == ["node-1"]
     assert node_status(cluster, "node-1") == "Running"
@@ -241,3 +270,38 @@ def test_retirement_runbook(fast_cluster, start_node, runbook_env, tmp_path):
     after = cluster.add_task(["true"])
     finished = cluster.wait(after.id, timeout=20)
     assert (finished.state, finished.node) == ("Success", "node-1"), finished
+
+
+@pytest.mark.parametrize("runbook", ["maintenance.md", "retirement.md"])
+def test_every_block_is_safe_to_paste_without_node_set(runbook, runbook_env, tmp_path):
+    """Pasted into an interactive shell (no `set -e`) with NODE unset, a block
+    stops before running anything, and the shell goes on to the next line."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "paste-bin"
+    bin_dir.mkdir()
+    for name in ("octonodes", "systemctl", "python3"):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n')
+        script.chmod(0o755)
+    env = {**runbook_env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+    env.pop("NODE", None)
+    for block in sh_blocks(runbook):
+        result = subprocess.run(["bash", "-c", f"{block}\necho next-line-ran"], env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert "set NODE to the name of the node" in result.stderr, (block, result)
+        assert result.stdout.strip().endswith("next-line-ran"), (block, result)
+        assert not calls.exists(), (block, calls.read_text())
+
+
+@pytest.mark.parametrize("runbook", ["maintenance.md", "retirement.md"])
+def test_the_signal_block_refuses_a_node_that_is_not_running(runbook, fast_cluster, runbook_env,
+                                                              start_node, tmp_path):
+    """The plain-signal block never signals a pid a stopped node left behind."""
+    node = start_node("node-9")
+    node.signal(signal.SIGTERM)
+    assert node.wait_exit() == 0
+    block = next(b for b in sh_blocks(runbook) if b.startswith(MODES["signal"]))
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block],
+                            env={**runbook_env, "NODE": "node-9"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0 and "node-9 is not running" in result.stderr, result

@@ -32,7 +32,7 @@ def enum_words(enum: type[Enum]) -> Callable[[str], list[str]]:
     def complete(incomplete: str) -> list[str]:
         done, _, word = incomplete.rpartition(",")
         prefix = f"{done}," if done else ""
-        return [prefix + m.value for m in enum if m.value.lower().startswith(word.lower())]
+        return [prefix + m.value for m in enum if m.value.startswith(word)]
 
     return complete
 
