@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import octonodes  # noqa: E402
+from octonodes.store.base import TaskSpec  # noqa: E402
 
 CHROMIUM = os.environ.get("OCTONODES_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -74,8 +75,9 @@ def take(out: Path) -> list[Path]:
     try:
         _wait(lambda: len([n for n in cluster.nodes() if n.online]) == 3)
         cluster.drain("web-2", reason="kernel upgrade")
-        cluster.add_tasks([["sh", "-c", "echo deploying release 2.4.1; for i in 1 2 3; do "
-                            "echo step $i of 3; sleep 1; done; sleep 60"]] * 5)
+        deploy = ["sh", "-c", "echo deploying release 2.4.1; for i in 1 2 3; do "
+                  "echo step $i of 3; sleep 1; done; sleep 60"]
+        cluster.add_tasks([TaskSpec(command=deploy, name=f"deploy shard {n}") for n in range(1, 6)])
         task = cluster.add_task(["sh", "-c", "echo building; echo tests passed; sleep 60"],
                                 name="nightly build")
         _wait(lambda: cluster.node("web-1", with_tasks=False).tasks == 4)
