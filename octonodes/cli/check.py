@@ -14,14 +14,7 @@ import typer
 
 from ..errors import OctonodesError
 from ..settings import parse_duration
-from . import Command, JsonOption, app, print_json
-
-try:  # Typer >= 0.26 carries its own copy of Click
-    from typer._click.exceptions import UsageError as ClickUsageError
-except ImportError:  # pragma: no cover - older Typer uses Click itself
-    from click.exceptions import UsageError as ClickUsageError
-
-UNKNOWN = 3
+from . import UNKNOWN, ClickUsageError, Command, JsonOption, app, print_json
 
 
 class UnknownOnUsageError(Command):
