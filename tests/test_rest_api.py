@@ -47,6 +47,8 @@ def test_root_document_and_the_one_space(cluster, start_node):
     assert "Tasks" in api.get("/api/Spaces-1").json()["Links"]
     assert_error(api.get("/api/Spaces-2/tasks"), 404)
     assert_error(httpx.get(node.url + "/api/spaces"), 401)
+    assert_error(api.get("/api/projects"), 404)  # not served: Octopus's shape all the same
+    assert_error(api.patch("/api/tasks"), 405)
 
     # The key in any of Octopus's three places.
     for how in ({"headers": {"X-NuGet-ApiKey": key}}, {"params": {"ApiKey": key}}):
