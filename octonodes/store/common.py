@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..audit import Action
-from ..errors import Refused
+from ..errors import Refused, SchemaMismatch
 from ..models import Node, Task, TaskState
 
 ACTIVE = (TaskState.EXECUTING.value, TaskState.CANCELLING.value)
@@ -23,6 +23,37 @@ def offline_sql(now: str, offline_after: str, *, greatest: str, seconds: str,
     what turns a number into a duration to subtract from a time."""
     return (f"({n}.stopped_at IS NOT NULL OR {n}.last_seen IS NULL OR {n}.last_seen < {now}"
             f" - {greatest}({offline_after}, 2 * coalesce({n}.heartbeat_interval, 0)){seconds})")
+
+
+def check_schema_version(meta: dict[str, str] | None, supported: int, missing: str) -> None:
+    """SchemaMismatch unless code at schema version `supported` can use a
+    database whose meta table says `meta` (None: no schema yet, `missing`)."""
+    if meta is None:
+        raise SchemaMismatch(missing)
+    version = int(meta.get("schema_version", 0))
+    if version < supported:
+        raise SchemaMismatch(
+            f"the database schema is out of date (version {version}, this octonodes "
+            f"needs {supported}); run `octonodes init` to upgrade it")
+    if version > supported and int(meta.get("min_compatible", version)) > supported:
+        raise SchemaMismatch(
+            f"the database schema (version {version}) is newer than this octonodes "
+            f"understands ({supported}); upgrade octonodes")
+
+
+def refuse_delete(node: Node) -> None:
+    """Refused while the node is online or runs tasks (`--force` skips this)."""
+    if node.online:
+        raise Refused(f"node {node.name} is online ({node.status}); stop it first, or use --force")
+    if node.tasks:
+        raise Refused(
+            f"node {node.name} has {node.tasks} active task(s); wait for them, or use --force")
+
+
+def requeues(state: TaskState, attempt: int, retries: int) -> bool:
+    """Whether a lost node's task is queued again (else it fails): only an
+    Executing task with retries left; a task being cancelled ends."""
+    return state is TaskState.EXECUTING and attempt <= retries
 
 
 def when(value: datetime | None) -> str:

@@ -27,33 +27,24 @@ from __future__ import annotations
 import weakref
 from functools import partial
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .. import audit
-from ..audit import Action, Change, Event, EventFilter, node_actor
-from ..errors import DatabaseError, NotFound, Refused, SchemaMismatch
+from ..audit import Action, Change, node_actor
+from ..errors import DatabaseError, NotFound
 from ..models import Node, Task, TaskState, make_node
-from ..roles import Role
-from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
+from ..settings import DEFAULT_TASK_CAP, ClusterSettings
 from . import audit_sql, common
-from .base import (ApiKey, Finish, CheckIn, Clock, LogChunk, QueueSummary, Reaped, TaskQuery,
-                   Registered, Registration, Store, TaskSpec)
+from .base import Clock, Finish, LogChunk, Reaped, Registered, Registration, TaskSpec
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
 from .postgres_listen import TASK_ENDS, Listener, channel_for
 from .postgres_schema import SCHEMA_VERSION, SECONDS, TABLES
 from .postgres_sessions import PostgresSessions
+from .sql import ACTIVE_SQL, RUNNING_COUNT_SQL, TASK_COLUMNS, SqlStore
 
-ACTIVE_SQL = "('Executing', 'Cancelling')"
 NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
     n.stopped_at, n.version, n.host, n.pid, n.http_address, n.heartbeat_interval, n.instance_id,
     n.drain_reason, n.drained_by, n.drained_at"""
-_TASK_FIELDS = ("id", "name", "command", "state", "node", "instance_id", "queued_at",
-                "started_at", "finished_at", "exit_code", "error", "timeout", "queue_timeout",
-                "retries", "attempt")
-TASK_COLUMNS = ", ".join(_TASK_FIELDS)
-RUNNING_COUNT_SQL = (
-    f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})::int"
-)
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
@@ -98,8 +89,14 @@ def _connected(listener: Listener, backend_pid: int, reconnected: bool) -> None:
         listener.signal()
 
 
-class PostgresStore(PostgresSessions, Store):
+class PostgresStore(PostgresSessions, SqlStore):
     kind = "postgresql"
+    P = "%s"
+    NOW = NOW_SQL
+    SECONDS = SECONDS
+    FOR_UPDATE = " FOR UPDATE"
+    NAME_LIKE = "name ILIKE %s"
+    CONTAINS = "strpos(lower({}), lower(%s)) > 0"
 
     def __init__(self, url: str, *, create: bool = False, clock: Clock | None = None,
                  application_name: str | None = None) -> None:
@@ -185,21 +182,10 @@ class PostgresStore(PostgresSessions, Store):
         self._verify(self._meta())
 
     def _verify(self, meta: dict[str, str] | None) -> None:
-        if meta is None:
-            raise SchemaMismatch(
-                f"{self.display} has no octonodes schema yet (schema {self.schema}); "
-                "run `octonodes init`")
-        version = int(meta.get("schema_version", 0))
-        if version < SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the database schema is out of date (version {version}, this octonodes "
-                f"needs {SCHEMA_VERSION}); run `octonodes init` to upgrade it"
-            )
-        if version > SCHEMA_VERSION and int(meta.get("min_compatible", version)) > SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the database schema (version {version}) is newer than this octonodes "
-                f"understands ({SCHEMA_VERSION}); upgrade octonodes"
-            )
+        common.check_schema_version(
+            meta, SCHEMA_VERSION,
+            f"{self.display} has no octonodes schema yet (schema {self.schema}); "
+            "run `octonodes init`")
 
     # -- plumbing -----------------------------------------------------------
 
@@ -213,6 +199,28 @@ class PostgresStore(PostgresSessions, Store):
     def _read(self) -> Any:
         """Several statements that see one snapshot."""
         return self._db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def _reading(self) -> Any:
+        return self._cursor()
+
+    def _rows(self, cx: Any, sql: str, args: tuple | list = ()) -> list[dict]:
+        return cx.execute(sql, args).fetchall()
+
+    def _now_arg(self) -> datetime | None:
+        return self._injected()
+
+    @staticmethod
+    def _stored_time(value: datetime) -> datetime:
+        return value
+
+    _time = staticmethod(_utc)
+    _command = staticmethod(list)
+
+    def _lock_settings(self, cur: Any) -> None:
+        cur.execute("LOCK TABLE settings IN EXCLUSIVE MODE")
+
+    def _lost_lock(self, skip_locked: bool) -> str:
+        return " FOR UPDATE OF t" + (" SKIP LOCKED" if skip_locked else "")
 
     def _injected(self) -> datetime | None:
         """The test's clock for NOW_SQL, or None for the server's."""
@@ -299,32 +307,6 @@ class PostgresStore(PostgresSessions, Store):
             after = migrate(cur.execute, before)
         return before, after
 
-    # -- settings -----------------------------------------------------------
-
-    def stored_settings(self) -> dict[str, str]:
-        with self._cursor() as cur:
-            return {r["key"]: r["value"] for r in cur.execute("SELECT key, value FROM settings")}
-
-    def settings(self) -> ClusterSettings:
-        return ClusterSettings.from_stored(self.stored_settings())
-
-    def set_setting(self, key: str, value: str, change: Change | None = None) -> None:
-        with self._write() as cur:
-            # Writers one at a time, so two changes cannot each pass validation
-            # against the other's old value (offline_after vs heartbeat_interval).
-            cur.execute("LOCK TABLE settings IN EXCLUSIVE MODE")
-            current, _ = self._settings_and_now(cur)
-            canonical = validate_setting(key, value, current)
-            old = cur.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
-            if old is not None and old["value"] == canonical:
-                return
-            cur.execute(
-                """INSERT INTO settings (key, value) VALUES (%s, %s)
-                   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""", (key, canonical))
-            self._event(cur, change or audit.change(None), Action.SETTING_SET, key,
-                        details={"old": old["value"] if old else None, "new": canonical})
-            self._notify(cur, f"setting {key}")
-
     # -- nodes --------------------------------------------------------------
 
     @staticmethod
@@ -344,15 +326,18 @@ class PostgresStore(PostgresSessions, Store):
             result.append((data, data.pop("running")))
         return result
 
-    def _one_node(self, cur: Any, name: str, settings: ClusterSettings, now: datetime) -> Node:
+    def _one_node(self, cur: Any, name: str, settings: ClusterSettings,
+                  now: datetime | None = None) -> Node:
+        if now is None:
+            now = self._clock() if self._clock else _utc(
+                cur.execute("SELECT now() AS now").fetchone()["now"])
         rows = self._select_nodes(cur, "WHERE n.name = %s", (name,))
         if not rows:
             raise NotFound(f"no node named {name!r}")
         row, running = rows[0]
         return make_node(row, now=now, running=running, offline_after=settings.offline_after)
 
-    @staticmethod
-    def _lock_node(cur: Any, name: str) -> bool:
+    def _lock_node(self, cur: Any, name: str) -> bool:
         """Lock a node's row for this transaction (False if there is none).
         Statements after it see every commit of those who held it before."""
         cur.execute("SELECT 1 FROM nodes WHERE name = %s FOR UPDATE", (name,))
@@ -415,108 +400,7 @@ class PostgresStore(PostgresSessions, Store):
             self._notify(cur, f"register {reg.name}")
         return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)
 
-    def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
-                 heartbeat_interval: float) -> CheckIn | None:
-        with self._write() as cur:
-            cur.execute(
-                f"""UPDATE nodes SET last_seen = {NOW_SQL}, shutting_down = %s,
-                    heartbeat_interval = %s, lost_instance = NULL
-                    WHERE name = %s AND instance_id = %s AND stopped_at IS NULL""",
-                (self._injected(), shutting_down, heartbeat_interval, name, instance_id))
-            if cur.rowcount == 0:
-                return None
-            settings, now = self._settings_and_now(cur)
-            return CheckIn(node=self._one_node(cur, name, settings, now), settings=settings)
-
-    def mark_stopped(self, name: str, instance_id: str) -> None:
-        with self._write() as cur:
-            cur.execute(
-                f"""UPDATE nodes SET stopped_at = {NOW_SQL}, shutting_down = false
-                    WHERE name = %s AND instance_id = %s AND stopped_at IS NULL""",
-                (self._injected(), name, instance_id))
-            if cur.rowcount:
-                self._event(cur, Change(node_actor(name)), Action.NODE_STOP, name, node=name,
-                            details={"instance": instance_id})
-                self._notify(cur, f"stopped {name}")
-
-    def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
-        with self._write() as cur:
-            self._event(cur, Change(node_actor(name)), Action.NODE_FENCE, name, node=name,
-                        details={"instance": instance_id, **details})
-
-    def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
-        change = change or audit.change(None)
-        with self._write() as cur:
-            row = cur.execute("SELECT drain FROM nodes WHERE name = %s FOR UPDATE",
-                              (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            was = row["drain"]
-            if was != on:
-                cur.execute(
-                    f"""UPDATE nodes SET drain = %s, drain_reason = %s, drained_by = %s,
-                        drained_at = CASE WHEN %s THEN {NOW_SQL} END WHERE name = %s""",
-                    (on, change.reason if on else None, change.actor if on else None,
-                     on, self._injected(), name))
-                self._event(cur, change, Action.NODE_DRAIN if on else Action.NODE_UNDRAIN,
-                            name, node=name, details={"old": was, "new": on})
-                self._notify(cur, f"drain {name}")
-            return was
-
-    def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
-        with self._write() as cur:
-            row = cur.execute("SELECT task_cap FROM nodes WHERE name = %s FOR UPDATE",
-                              (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            if row["task_cap"] != cap:
-                cur.execute("UPDATE nodes SET task_cap = %s WHERE name = %s", (cap, name))
-                self._event(cur, change or audit.change(None), Action.NODE_CAP, name,
-                            node=name, details={"old": row["task_cap"], "new": cap})
-                self._notify(cur, f"cap {name}")
-            return row["task_cap"]
-
-    def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
-        with self._write() as cur:
-            settings, now = self._settings_and_now(cur)
-            self._lock_node(cur, name)
-            node = self._one_node(cur, name, settings, now)
-            if not force:
-                if node.online:
-                    raise Refused(
-                        f"node {name} is online ({node.status}); stop it first, or use --force")
-                if node.tasks:
-                    raise Refused(
-                        f"node {name} has {node.tasks} active task(s); wait for them, or use --force")
-            error = common.ERROR_NODE_DELETED.format(node=name)
-            cur.execute(f"SELECT id FROM tasks WHERE node = %s AND state IN {ACTIVE_SQL} "
-                        "ORDER BY id FOR UPDATE", (name,))
-            ids = [r["id"] for r in cur.fetchall()]
-            if ids:
-                cur.execute(
-                    """UPDATE tasks SET state = 'Failed', finished_at = %s, error = %s
-                       WHERE id = ANY(%s)""", (now, error, ids))
-            cur.execute("DELETE FROM nodes WHERE name = %s", (name,))
-            self._event(cur, change or audit.change(None), **common.deleted_event(node, force, ids))
-            self._notify(cur, f"delete {name}")
-            return ids
-
     # -- tasks --------------------------------------------------------------
-
-    def _select_tasks(self, cur: Any, tail: str, args: tuple = ()) -> list[Task]:
-        cur.execute(f"SELECT {TASK_COLUMNS} FROM tasks {tail}", args)
-        return [self._task(row) for row in cur.fetchall()]
-
-    @staticmethod
-    def _task(row: dict) -> Task:
-        return Task(
-            id=row["id"], name=row["name"], command=list(row["command"]),
-            state=TaskState(row["state"]), node=row["node"],
-            queued_at=_utc(row["queued_at"]), started_at=_utc(row["started_at"]),
-            finished_at=_utc(row["finished_at"]), exit_code=row["exit_code"],
-            error=row["error"], timeout=row["timeout"], queue_timeout=row["queue_timeout"],
-            retries=row["retries"], attempt=row["attempt"], instance=row["instance_id"],
-        )
 
     def add_tasks(self, specs: Iterable[TaskSpec], change: Change | None = None) -> list[Task]:
         specs = list(specs)
@@ -541,68 +425,6 @@ class PostgresStore(PostgresSessions, Store):
             self._notify(cur, "tasks")
             return added
 
-    def task(self, task_id: int) -> Task:
-        with self._cursor() as cur:
-            found = self._select_tasks(cur, "WHERE id = %s", (task_id,))
-        if not found:
-            raise NotFound(f"no task with id {task_id}")
-        return found[0]
-
-    def tasks(self, *, node: str | None = None, states: Iterable[TaskState] = (),
-              limit: int | None = 50) -> list[Task]:
-        clauses, args = [], []
-        if node is not None:
-            clauses.append("node = %s")
-            args.append(node)
-        states = [TaskState(s).value for s in states]
-        if states:
-            clauses.append("state = ANY(%s)")
-            args.append(states)
-        tail = ("WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id DESC"
-        if limit is not None:
-            tail += " LIMIT %s"
-            args.append(limit)
-        with self._cursor() as cur:
-            return self._select_tasks(cur, tail, tuple(args))
-
-    def task_page(self, query: TaskQuery, offset: int, limit: int) -> tuple[int, list[Task]]:
-        clauses, args = [], []
-        for clause, value in (
-                ("state = ANY(%s)", [TaskState(s).value for s in query.states] or None),
-                ("id = ANY(%s)", list(query.ids) or None),
-                ("node = %s", query.node), ("name = %s", query.name),
-                ("name ILIKE %s", query.name_contains and common.like_pattern(query.name_contains))):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        where = "WHERE " + " AND ".join(clauses) if clauses else ""
-        with self._cursor() as cur:
-            cur.execute(f"SELECT count(*) AS n FROM tasks {where}", args)
-            total = cur.fetchone()["n"]
-            page = self._select_tasks(cur, f"{where} ORDER BY id DESC LIMIT %s OFFSET %s",
-                                      (*args, limit, offset)) if offset < total else []
-        return total, page
-
-    def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
-        with self._write() as cur:
-            found = self._select_tasks(cur, "WHERE id = %s FOR UPDATE", (task_id,))
-            if not found:
-                raise NotFound(f"no task with id {task_id}")
-            task = found[0]
-            if task.state is TaskState.QUEUED:
-                cur.execute(
-                    f"""UPDATE tasks SET state = 'Canceled', finished_at = {NOW_SQL}, error = %s
-                        WHERE id = %s""",
-                    (self._injected(), common.ERROR_CANCELED_QUEUED, task_id))
-            elif task.state is TaskState.EXECUTING:
-                cur.execute("UPDATE tasks SET state = 'Cancelling' WHERE id = %s", (task_id,))
-            else:
-                return task, False
-            self._notify(cur, f"cancel {task_id}")
-            after = self._select_tasks(cur, "WHERE id = %s", (task_id,))[0]
-            self._event(cur, change or audit.change(None), **common.canceled_event(task, after))
-            return after, True
-
     def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
         if limit <= 0:
             return []
@@ -613,13 +435,6 @@ class PostgresStore(PostgresSessions, Store):
             if cur.fetchone() is None:
                 return []
         return self._record_and_claim(name, instance_id, [], {}, limit)[1]
-
-    def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
-        with self._cursor() as cur:
-            cur.execute(
-                """SELECT id, attempt FROM tasks WHERE node = %s AND state = 'Cancelling'
-                   AND instance_id = %s""", (name, instance_id))
-            return [(r["id"], r["attempt"]) for r in cur.fetchall()]
 
     def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
         self.finish_tasks(instance_id, [], chunks)
@@ -664,49 +479,6 @@ class PostgresStore(PostgresSessions, Store):
         owned = {row["id"] for row in rows if row["ended"]}
         tasks = sorted((self._task(row) for row in rows if not row["ended"]), key=lambda t: t.id)
         return [f.task_id in owned for f in finishes], tasks
-
-    def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
-        with self._cursor() as cur:
-            return self._select_tasks(
-                cur, f"WHERE node = %s AND instance_id = %s AND state IN {ACTIVE_SQL} ORDER BY id",
-                (name, instance_id))
-
-    def read_log(self, task_id: int, after: int = 0) -> list[tuple[int, bytes]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT seq, data FROM task_logs WHERE task_id = %s AND seq > %s ORDER BY seq",
-                (task_id, after))
-            return [(r["seq"], bytes(r["data"])) for r in cur.fetchall()]
-
-    def _end_lost(self, cur: Any, now: datetime, where: str, args: tuple,
-                  *, skip_locked: bool) -> tuple[list[int], list[int]]:
-        """Fail (or requeue, while retries remain) the active tasks picked by
-        `where`; returns (failed ids, requeued ids). With `skip_locked`, a task
-        someone is writing right now waits for the next pass."""
-        cur.execute(
-            f"""SELECT t.id, t.state, t.attempt, t.retries, t.node, n.last_seen
-                FROM tasks t LEFT JOIN nodes n ON n.name = t.node
-                WHERE t.state IN {ACTIVE_SQL} {where}
-                ORDER BY t.id FOR UPDATE OF t{' SKIP LOCKED' if skip_locked else ''}""", args)
-        failed, requeued = [], []
-        requeue_rows, fail_rows = [], []
-        for row in cur.fetchall():
-            seen = _utc(row["last_seen"])
-            if row["state"] == TaskState.EXECUTING and row["attempt"] <= row["retries"]:
-                requeue_rows.append((common.requeued_note(row["node"], row["attempt"], seen), row["id"]))
-                requeued.append(row["id"])
-            else:
-                fail_rows.append((now, common.lost_error(row["node"], seen), row["id"]))
-                failed.append(row["id"])
-        if requeue_rows:
-            cur.executemany(
-                """UPDATE tasks SET state = 'Queued', node = NULL, instance_id = NULL,
-                   started_at = NULL, error = %s WHERE id = %s""", requeue_rows)
-        if fail_rows:
-            cur.executemany(
-                "UPDATE tasks SET state = 'Failed', finished_at = %s, error = %s WHERE id = %s",
-                fail_rows)
-        return failed, requeued
 
     def reap(self, actor: str | None = None) -> Reaped:
         lost_where = f"""AND (n.name IS NULL OR n.instance_id IS DISTINCT FROM t.instance_id
@@ -769,89 +541,3 @@ class PostgresStore(PostgresSessions, Store):
         return Reaped(lost=lost, requeued=requeued, queue_timed_out=timed_out,
                       pruned=len(pruned_ids))
 
-    def queue_summary(self) -> QueueSummary:
-        with self._cursor() as cur:
-            row = cur.execute(
-                "SELECT count(*)::int AS n, min(queued_at) AS oldest FROM tasks "
-                "WHERE state = 'Queued'").fetchone()
-        return QueueSummary(queued=row["n"], oldest_queued_at=_utc(row["oldest"]))
-
-    # -- API keys -------------------------------------------------------------
-
-    _KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
-
-    @staticmethod
-    def _api_key(row: dict) -> ApiKey:
-        return ApiKey(name=row["name"], created_at=_utc(row["created_at"]),
-                      revoked_at=_utc(row["revoked_at"]), role=Role(row["role"]),
-                      last_used_at=_utc(row["last_used_at"]))
-
-    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
-                    change: Change | None = None) -> ApiKey:
-        with self._write() as cur:
-            row = cur.execute(
-                f"""INSERT INTO api_keys (name, key_hash, created_at, role)
-                    VALUES (%s, %s, {NOW_SQL}, %s)
-                    ON CONFLICT (name) DO NOTHING RETURNING {self._KEY_COLUMNS}""",
-                (name, key_hash, self._injected(), str(role))).fetchone()
-            if row is None:
-                raise Refused(f"an API key named {name!r} already exists; choose another name")
-            self._event(cur, change or audit.change(None), Action.APIKEY_ADD, name,
-                        details={"role": str(role)})
-            return self._api_key(row)
-
-    def api_keys(self) -> list[ApiKey]:
-        with self._cursor() as cur:
-            cur.execute(f"SELECT {self._KEY_COLUMNS} FROM api_keys ORDER BY name")
-            return [self._api_key(r) for r in cur.fetchall()]
-
-    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
-        with self._write() as cur:
-            row = cur.execute("SELECT revoked_at, role FROM api_keys WHERE name = %s FOR UPDATE",
-                              (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no API key named {name!r}")
-            if row["revoked_at"] is not None:
-                return False
-            cur.execute(f"UPDATE api_keys SET revoked_at = {NOW_SQL} WHERE name = %s",
-                        (self._injected(), name))
-            self._event(cur, change or audit.change(None), Action.APIKEY_REVOKE, name,
-                        details={"role": row["role"]})
-            return True
-
-    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
-        with self._cursor() as cur:
-            row = cur.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE key_hash = ANY(%s)",
-                (list(key_hashes),)).fetchone()
-        return None if row is None else self._api_key(row)
-
-    def note_api_key_use(self, name: str, precision: float) -> None:
-        with self._cursor() as cur:
-            cur.execute(
-                f"""UPDATE api_keys SET last_used_at = {NOW_SQL} WHERE name = %s
-                    AND (last_used_at IS NULL
-                         OR last_used_at < {NOW_SQL} - %s * interval '1 second')""",
-                (self._injected(), name, self._injected(), precision))
-
-    # -- the audit trail --------------------------------------------------------
-
-    def events(self, where: EventFilter) -> list[Event]:
-        sql, args = audit_sql.select("%s", where, lambda at: at,
-                                     "strpos(lower(actor), lower(%s)) > 0")
-        with self._cursor() as cur:
-            rows = cur.execute(sql, args).fetchall()
-        return audit_sql.keep([audit_sql.event(r, _utc(r["at"])) for r in rows], where)
-
-    def count_events(self, where: EventFilter) -> int:
-        sql, args = audit_sql.count("%s", where, lambda at: at,
-                                    "strpos(lower(actor), lower(%s)) > 0")
-        with self._cursor() as cur:
-            return cur.execute(sql, args).fetchone()["n"]
-
-    def record(self, change: Change, action: Action, target: str, *,
-               during: Callable[[], None] | None = None, **fields) -> None:
-        with self._write() as cur:
-            self._event(cur, change, action, target, **fields)
-            if during is not None:
-                during()

@@ -15,27 +15,22 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 from urllib.parse import quote
 
 from .. import audit
-from ..audit import Action, Change, Event, EventFilter, node_actor
-from ..errors import (DatabaseBusy, DatabaseError, DatabaseMissing, DatabaseReplaced, NotFound,
-                      Refused, SchemaMismatch)
+from ..audit import Action, Change, node_actor
+from ..errors import DatabaseBusy, DatabaseError, DatabaseMissing, DatabaseReplaced, NotFound
 from ..models import Node, Task, TaskState, is_offline, make_node
-from ..roles import Role
-from ..settings import DEFAULT_TASK_CAP, ClusterSettings, validate_setting
+from ..settings import DEFAULT_TASK_CAP, ClusterSettings
 from . import audit_sql, common
-from .base import (Finish, ApiKey, CheckIn, Clock, LogChunk, QueueSummary, Reaped, TaskQuery,
-                   Registered, Registration, Store, TaskSpec)
+from .base import (CheckIn, Clock, Finish, LogChunk, Reaped, Registered, Registration,
+                   TaskSpec)
+from .sql import ACTIVE_SQL, RUNNING_COUNT_SQL, SqlStore
 from .sqlite_schema import SCHEMA_VERSION, migrate
 from .sqlite_sessions import SQLiteSessions
 
 DEFAULT_BUSY_TIMEOUT = 10.0
-ACTIVE_SQL = "('Executing', 'Cancelling')"
-RUNNING_COUNT_SQL = (
-    f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})"
-)
 
 
 def _offline_sql(n: str = "n") -> str:
@@ -64,8 +59,14 @@ def _make_folders(folder: Path) -> None:
     folder.mkdir(mode=0o700, exist_ok=True)
 
 
-class SQLiteStore(SQLiteSessions, Store):
+class SQLiteStore(SQLiteSessions, SqlStore):
     kind = "sqlite"
+    P = "?"
+    NOW = "?"
+    SECONDS = ""
+    FOR_UPDATE = ""  # a write transaction holds the whole database
+    NAME_LIKE = "name LIKE ? ESCAPE '\\'"
+    CONTAINS = "instr(lower({}), lower(?)) > 0"
 
     def __init__(self, path: str, *, create: bool = False, clock: Clock | None = None,
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
@@ -162,20 +163,9 @@ class SQLiteStore(SQLiteSessions, Store):
         return int(meta.get("schema_version", 0)) if meta is not None else None
 
     def check_schema(self) -> None:
-        meta = self._read_meta()
-        if meta is None:
-            raise SchemaMismatch(f"{self.display} has no octonodes schema yet; run `octonodes init`")
-        version = int(meta.get("schema_version", 0))
-        if version < SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the database schema is out of date (version {version}, this octonodes "
-                f"needs {SCHEMA_VERSION}); run `octonodes init` to upgrade it"
-            )
-        if version > SCHEMA_VERSION and int(meta.get("min_compatible", version)) > SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the database schema (version {version}) is newer than this octonodes "
-                f"understands ({SCHEMA_VERSION}); upgrade octonodes"
-            )
+        common.check_schema_version(
+            self._read_meta(), SCHEMA_VERSION,
+            f"{self.display} has no octonodes schema yet; run `octonodes init`")
 
     # -- plumbing -----------------------------------------------------------
 
@@ -227,6 +217,23 @@ class SQLiteStore(SQLiteSessions, Store):
         """Record a change in the caller's transaction: both or neither."""
         conn.execute(*audit_sql.insert("?", _ts(self.now()), change, action, target, **fields))
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._errors():
+            yield self.conn
+
+    def _rows(self, cx: sqlite3.Connection, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
+        cursor = cx.execute(sql, args)
+        cursor.row_factory = sqlite3.Row
+        return cursor.fetchall()
+
+    def _now_arg(self) -> float:
+        return _ts(self.now())
+
+    _stored_time = staticmethod(_ts)
+    _time = staticmethod(_dt)
+    _command = staticmethod(json.loads)
+
     def now(self) -> datetime:
         return self._clock()
 
@@ -268,26 +275,6 @@ class SQLiteStore(SQLiteSessions, Store):
                 return before, before
             after = migrate(conn, before)
         return before, after
-
-    # -- settings -----------------------------------------------------------
-
-    def stored_settings(self) -> dict[str, str]:
-        with self._errors():
-            return dict(self.conn.execute("SELECT key, value FROM settings"))
-
-    def settings(self) -> ClusterSettings:
-        return ClusterSettings.from_stored(self.stored_settings())
-
-    def set_setting(self, key: str, value: str, change: Change | None = None) -> None:
-        with self._write() as conn:
-            current = self._settings_in(conn)
-            canonical = validate_setting(key, value, current)
-            old = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-            if old is None or old[0] != canonical:
-                conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                             (key, canonical))
-                self._event(conn, change or audit.change(None), Action.SETTING_SET, key,
-                            details={"old": old[0] if old else None, "new": canonical})
 
     # -- nodes --------------------------------------------------------------
 
@@ -331,9 +318,6 @@ class SQLiteStore(SQLiteSessions, Store):
                     conn, f"WHERE node = ? AND state IN {ACTIVE_SQL} ORDER BY id", (name,))
             return node
 
-    def _settings_in(self, conn: sqlite3.Connection) -> ClusterSettings:
-        return ClusterSettings.from_stored(dict(conn.execute("SELECT key, value FROM settings")))
-
     def register(self, reg: Registration) -> Registered:
         with self._write() as conn:
             settings = self._settings_in(conn)
@@ -347,7 +331,7 @@ class SQLiteStore(SQLiteSessions, Store):
                 took_over = common.take_over(node, reg.instance_id, reg.host, reg.holder_gone)
                 failed, requeued = self._end_lost(
                     conn, now, "AND t.node = ? AND t.instance_id IS NOT ?",
-                    (reg.name, reg.instance_id), settings)
+                    (reg.name, reg.instance_id))
                 ended = failed + requeued
                 cap = reg.task_cap if reg.task_cap is not None else row["task_cap"]
                 conn.execute(
@@ -389,99 +373,10 @@ class SQLiteStore(SQLiteSessions, Store):
             raise DatabaseReplaced(
                 f"the database file {self.display} was deleted or replaced while this process "
                 "had it open; restart the node to use the file now at that path")
-        with self._write() as conn:
-            cursor = conn.execute(
-                """UPDATE nodes SET last_seen = ?, shutting_down = ?, heartbeat_interval = ?,
-                   lost_instance = NULL
-                   WHERE name = ? AND instance_id = ? AND stopped_at IS NULL""",
-                (_ts(self.now()), int(shutting_down), heartbeat_interval, name, instance_id),
-            )
-            if cursor.rowcount == 0:
-                return None
-            settings = self._settings_in(conn)
-            return CheckIn(node=self._one_node(conn, name, settings), settings=settings)
-
-    def mark_stopped(self, name: str, instance_id: str) -> None:
-        with self._write() as conn:
-            cursor = conn.execute(
-                """UPDATE nodes SET stopped_at = ?, shutting_down = 0
-                   WHERE name = ? AND instance_id = ? AND stopped_at IS NULL""",
-                (_ts(self.now()), name, instance_id),
-            )
-            if cursor.rowcount:
-                self._event(conn, Change(node_actor(name)), Action.NODE_STOP, name, node=name,
-                            details={"instance": instance_id})
-
-    def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
-        with self._write() as conn:
-            self._event(conn, Change(node_actor(name)), Action.NODE_FENCE, name, node=name,
-                        details={"instance": instance_id, **details})
-
-    def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
-        change = change or audit.change(None)
-        with self._write() as conn:
-            row = conn.execute("SELECT drain FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            was = bool(row[0])
-            if was != on:
-                conn.execute(
-                    """UPDATE nodes SET drain = ?, drain_reason = ?, drained_by = ?,
-                       drained_at = ? WHERE name = ?""",
-                    (int(on), change.reason if on else None, change.actor if on else None,
-                     _ts(self.now()) if on else None, name))
-                self._event(conn, change, Action.NODE_DRAIN if on else Action.NODE_UNDRAIN,
-                            name, node=name, details={"old": was, "new": on})
-            return was
-
-    def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
-        with self._write() as conn:
-            row = conn.execute("SELECT task_cap FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            if row[0] != cap:
-                conn.execute("UPDATE nodes SET task_cap = ? WHERE name = ?", (cap, name))
-                self._event(conn, change or audit.change(None), Action.NODE_CAP, name,
-                            node=name, details={"old": row[0], "new": cap})
-            return row[0]
-
-    def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
-        with self._write() as conn:
-            settings = self._settings_in(conn)
-            node = self._one_node(conn, name, settings)
-            if not force:
-                if node.online:
-                    raise Refused(
-                        f"node {name} is online ({node.status}); stop it first, or use --force")
-                if node.tasks:
-                    raise Refused(
-                        f"node {name} has {node.tasks} active task(s); wait for them, or use --force")
-            error = common.ERROR_NODE_DELETED.format(node=name)
-            ids = [r[0] for r in conn.execute(
-                f"""UPDATE tasks SET state = 'Failed', finished_at = ?, error = ?
-                    WHERE node = ? AND state IN {ACTIVE_SQL} RETURNING id""",
-                (_ts(self.now()), error, name))]
-            conn.execute("DELETE FROM nodes WHERE name = ?", (name,))
-            self._event(conn, change or audit.change(None), **common.deleted_event(node, force, ids))
-            return sorted(ids)
+        return super().check_in(name, instance_id, shutting_down=shutting_down,
+                                heartbeat_interval=heartbeat_interval)
 
     # -- tasks --------------------------------------------------------------
-
-    def _select_tasks(self, conn: sqlite3.Connection, tail: str, args: tuple = ()) -> list[Task]:
-        cursor = conn.execute(f"SELECT * FROM tasks {tail}", args)
-        columns = [d[0] for d in cursor.description]
-        return [self._task(dict(zip(columns, row))) for row in cursor]
-
-    @staticmethod
-    def _task(row: dict) -> Task:
-        return Task(
-            id=row["id"], name=row["name"], command=json.loads(row["command"]),
-            state=TaskState(row["state"]), node=row["node"],
-            queued_at=_dt(row["queued_at"]), started_at=_dt(row["started_at"]),
-            finished_at=_dt(row["finished_at"]), exit_code=row["exit_code"],
-            error=row["error"], timeout=row["timeout"], queue_timeout=row["queue_timeout"],
-            retries=row["retries"], attempt=row["attempt"], instance=row["instance_id"],
-        )
 
     def add_tasks(self, specs: Iterable[TaskSpec], change: Change | None = None) -> list[Task]:
         specs = list(specs)
@@ -502,68 +397,6 @@ class SQLiteStore(SQLiteSessions, Store):
                 added.append(self._task(dict(zip(columns, cursor.fetchone()))))
             self._event(conn, change or audit.change(None), **common.added_event(added))
             return added
-
-    def task(self, task_id: int) -> Task:
-        with self._errors():
-            found = self._select_tasks(self.conn, "WHERE id = ?", (task_id,))
-        if not found:
-            raise NotFound(f"no task with id {task_id}")
-        return found[0]
-
-    def tasks(self, *, node: str | None = None, states: Iterable[TaskState] = (),
-              limit: int | None = 50) -> list[Task]:
-        clauses, args = [], []
-        if node is not None:
-            clauses.append("node = ?")
-            args.append(node)
-        states = [TaskState(s).value for s in states]
-        if states:
-            clauses.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(states)
-        tail = ("WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id DESC"
-        if limit is not None:
-            tail += " LIMIT ?"
-            args.append(limit)
-        with self._errors():
-            return self._select_tasks(self.conn, tail, tuple(args))
-
-    def task_page(self, query: TaskQuery, offset: int, limit: int) -> tuple[int, list[Task]]:
-        clauses, args = [], []
-        for column, values in (("state", [TaskState(s).value for s in query.states]),
-                               ("id", list(query.ids))):
-            if values:
-                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
-                args.extend(values)
-        for clause, value in (("node = ?", query.node), ("name = ?", query.name),
-                              ("name LIKE ? ESCAPE '\\'",
-                               query.name_contains and common.like_pattern(query.name_contains))):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        where = "WHERE " + " AND ".join(clauses) if clauses else ""
-        with self._errors():
-            total = self.conn.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0]
-            page = self._select_tasks(self.conn, f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                                      (*args, limit, offset)) if offset < total else []
-        return total, page
-
-    def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
-        with self._write() as conn:
-            found = self._select_tasks(conn, "WHERE id = ?", (task_id,))
-            if not found:
-                raise NotFound(f"no task with id {task_id}")
-            task = found[0]
-            if task.state is TaskState.QUEUED:
-                conn.execute(
-                    "UPDATE tasks SET state = 'Canceled', finished_at = ?, error = ? WHERE id = ?",
-                    (_ts(self.now()), common.ERROR_CANCELED_QUEUED, task_id))
-            elif task.state is TaskState.EXECUTING:
-                conn.execute("UPDATE tasks SET state = 'Cancelling' WHERE id = ?", (task_id,))
-            else:
-                return task, False
-            after = self._select_tasks(conn, "WHERE id = ?", (task_id,))[0]
-            self._event(conn, change or audit.change(None), **common.canceled_event(task, after))
-            return after, True
 
     def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:
         if limit <= 0 or not self._anything_queued():
@@ -616,12 +449,6 @@ class SQLiteStore(SQLiteSessions, Store):
             claimed = self._claim_in(conn, name, instance_id, claim_limit) if claim_limit > 0 else []
         return owned, claimed
 
-    def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
-        with self._errors():
-            return [tuple(r) for r in self.conn.execute(
-                """SELECT id, attempt FROM tasks WHERE node = ? AND state = 'Cancelling'
-                   AND instance_id = ?""", (name, instance_id))]
-
     def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
         self.finish_tasks(instance_id, [], chunks)
 
@@ -664,42 +491,6 @@ class SQLiteStore(SQLiteSessions, Store):
                 RETURNING tasks.id""", args)}
         return [f.task_id in ended for f in finishes]
 
-    def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
-        with self._errors():
-            return self._select_tasks(
-                self.conn, f"WHERE node = ? AND instance_id = ? AND state IN {ACTIVE_SQL}",
-                (name, instance_id))
-
-    def read_log(self, task_id: int, after: int = 0) -> list[tuple[int, bytes]]:
-        with self._errors():
-            return [(seq, bytes(data)) for seq, data in self.conn.execute(
-                "SELECT seq, data FROM task_logs WHERE task_id = ? AND seq > ? ORDER BY seq",
-                (task_id, after))]
-
-    def _end_lost(self, conn: sqlite3.Connection, now: datetime, where: str, args: tuple,
-                  settings: ClusterSettings) -> tuple[list[int], list[int]]:
-        """Fail (or requeue, while retries remain) the active tasks picked by
-        `where`; returns (failed ids, requeued ids)."""
-        rows = conn.execute(
-            f"""SELECT t.id, t.state, t.attempt, t.retries, t.node, n.last_seen
-                FROM tasks t LEFT JOIN nodes n ON n.name = t.node
-                WHERE t.state IN {ACTIVE_SQL} {where}""", args).fetchall()
-        failed, requeued = [], []
-        for task_id, state, attempt, retries, node, last_seen in rows:
-            seen = _dt(last_seen)
-            if state == TaskState.EXECUTING and attempt <= retries:
-                conn.execute(
-                    """UPDATE tasks SET state = 'Queued', node = NULL, instance_id = NULL,
-                       started_at = NULL, error = ? WHERE id = ?""",
-                    (common.requeued_note(node, attempt, seen), task_id))
-                requeued.append(task_id)
-            else:
-                conn.execute(
-                    "UPDATE tasks SET state = 'Failed', finished_at = ?, error = ? WHERE id = ?",
-                    (_ts(now), common.lost_error(node, seen), task_id))
-                failed.append(task_id)
-        return failed, requeued
-
     def reap(self, actor: str | None = None) -> Reaped:
         with self._errors():
             settings = self._settings_in(self.conn)
@@ -738,7 +529,7 @@ class SQLiteStore(SQLiteSessions, Store):
                             node=name, details={"instance": instance,
                                                 "last_seen": common.when(_dt(last_seen))})
             conn.execute("DELETE FROM events WHERE at < ?", aged)
-            lost, requeued = self._end_lost(conn, now, lost_where, lost_args, settings)
+            lost, requeued = self._end_lost(conn, now, lost_where, lost_args)
             timed_out = []
             for task_id, queue_timeout in conn.execute(
                     f"SELECT id, queue_timeout FROM tasks WHERE {queue_where}", queue_args).fetchall():
@@ -753,87 +544,3 @@ class SQLiteStore(SQLiteSessions, Store):
             pruned = conn.execute("DELETE FROM tasks WHERE finished_at < ?", prune_args).rowcount
         return Reaped(lost=lost, requeued=requeued, queue_timed_out=timed_out, pruned=pruned)
 
-    def queue_summary(self) -> QueueSummary:
-        with self._errors():
-            count, oldest = self.conn.execute(
-                "SELECT count(*), min(queued_at) FROM tasks WHERE state = 'Queued'").fetchone()
-        return QueueSummary(queued=count, oldest_queued_at=_dt(oldest))
-
-    # -- API keys -------------------------------------------------------------
-
-    _KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
-
-    @staticmethod
-    def _api_key(row: tuple) -> ApiKey:
-        name, created_at, revoked_at, role, last_used_at = row
-        return ApiKey(name=name, created_at=_dt(created_at), revoked_at=_dt(revoked_at),
-                      role=Role(role), last_used_at=_dt(last_used_at))
-
-    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
-                    change: Change | None = None) -> ApiKey:
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
-                raise Refused(f"an API key named {name!r} already exists; choose another name")
-            row = conn.execute(
-                f"""INSERT INTO api_keys (name, key_hash, created_at, role) VALUES (?, ?, ?, ?)
-                    RETURNING {self._KEY_COLUMNS}""",
-                (name, key_hash, _ts(self.now()), str(role))).fetchone()
-            self._event(conn, change or audit.change(None), Action.APIKEY_ADD, name,
-                        details={"role": str(role)})
-            return self._api_key(row)
-
-    def api_keys(self) -> list[ApiKey]:
-        with self._errors():
-            return [self._api_key(r) for r in self.conn.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM api_keys ORDER BY name")]
-
-    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
-        with self._write() as conn:
-            row = conn.execute("SELECT revoked_at, role FROM api_keys WHERE name = ?",
-                               (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no API key named {name!r}")
-            if row[0] is not None:
-                return False
-            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?",
-                         (_ts(self.now()), name))
-            self._event(conn, change or audit.change(None), Action.APIKEY_REVOKE, name,
-                        details={"role": row[1]})
-            return True
-
-    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
-        with self._errors():
-            row = self.conn.execute(
-                f"""SELECT {self._KEY_COLUMNS} FROM api_keys
-                    WHERE key_hash IN ({', '.join('?' * len(key_hashes))})""",
-                key_hashes).fetchone()
-        return None if row is None else self._api_key(row)
-
-    def note_api_key_use(self, name: str, precision: float) -> None:
-        with self._write() as conn:
-            now = _ts(self.now())
-            conn.execute(
-                """UPDATE api_keys SET last_used_at = ? WHERE name = ?
-                   AND (last_used_at IS NULL OR last_used_at < ?)""", (now, name, now - precision))
-
-    # -- the audit trail --------------------------------------------------------
-
-    def events(self, where: EventFilter) -> list[Event]:
-        sql, args = audit_sql.select("?", where, _ts, "instr(lower(actor), lower(?)) > 0")
-        with self._errors():
-            cursor = self.conn.execute(sql, args)
-            columns = [d[0] for d in cursor.description]
-            rows = [dict(zip(columns, r)) for r in cursor]
-        return audit_sql.keep([audit_sql.event(r, _dt(r["at"])) for r in rows], where)
-
-    def count_events(self, where: EventFilter) -> int:
-        sql, args = audit_sql.count("?", where, _ts, "instr(lower(actor), lower(?)) > 0")
-        with self._errors():
-            return self.conn.execute(sql, args).fetchone()[0]
-
-    def record(self, change: Change, action: Action, target: str, *,
-               during: Callable[[], None] | None = None, **fields) -> None:
-        with self._write() as conn:
-            self._event(conn, change, action, target, **fields)
-            if during is not None:
-                during()

@@ -1,0 +1,442 @@
+"""What both SQL backends do with the same statements.
+
+A statement here differs between SQLite and PostgreSQL only in what each
+backend's class names: its placeholder (`P`), the cluster's time (`NOW`, a
+parameter or the server's clock), how a number becomes seconds (`SECONDS`),
+row locks (`FOR_UPDATE`), and how a stored time or command reads back.
+Backends keep connecting, translating errors, notifications, the claim and
+the exchange, registration and reap's locking.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping
+
+from .. import audit
+from ..audit import Action, Change, Event, EventFilter, node_actor
+from ..errors import NotFound, Refused
+from ..models import Node, Task, TaskState
+from ..roles import Role
+from ..settings import ClusterSettings, validate_setting
+from . import audit_sql, common
+from .base import ApiKey, CheckIn, QueueSummary, Store, TaskQuery
+
+ACTIVE_SQL = "('Executing', 'Cancelling')"
+TASK_COLUMNS = ", ".join((
+    "id", "name", "command", "state", "node", "instance_id", "queued_at", "started_at",
+    "finished_at", "exit_code", "error", "timeout", "queue_timeout", "retries", "attempt"))
+RUNNING_COUNT_SQL = (
+    f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})")
+"""How many tasks run on the node row `n`."""
+KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
+
+
+class SqlStore(Store):
+    """The statements and rules both SQL backends share."""
+
+    P: str
+    """The placeholder: `?` or `%s`."""
+    NOW: str
+    """SQL for the cluster's time; takes one argument, `_now_arg()`."""
+    SECONDS: str
+    """What follows a number to make it a duration to add to a stored time."""
+    FOR_UPDATE: str
+    """Locks the rows a SELECT reads until the transaction ends ("" where the
+    write transaction holds the whole database)."""
+    CONTAINS: str
+    """`column contains argument`, case-blind, as a format with `{}` for the column."""
+    NAME_LIKE: str
+    """`name` matches a `common.like_pattern`, case-blind."""
+
+    # -- what each backend provides ------------------------------------------
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Any]:
+        """A write transaction; yields what `execute(sql, args)` is called on."""
+
+    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Any]:
+        """Statements that stand alone."""
+
+    @abstractmethod
+    def _rows(self, cx: Any, sql: str, args: tuple | list = ()) -> list[Mapping]:
+        """Run a statement and return its rows, read by column name."""
+
+    @abstractmethod
+    def _now_arg(self) -> Any:
+        """The argument for `NOW`."""
+
+    @abstractmethod
+    def _stored_time(self, value: datetime) -> Any:
+        """A time as the database stores it."""
+
+    @abstractmethod
+    def _time(self, value: Any) -> datetime | None:
+        """A stored time as an aware datetime."""
+
+    @abstractmethod
+    def _command(self, value: Any) -> list[str]:
+        """A stored command as a list."""
+
+    @abstractmethod
+    def _event(self, cx: Any, change: Change, action: Action, target: str, **fields) -> None:
+        """Record a change in the caller's transaction: both or neither."""
+
+    @abstractmethod
+    def _one_node(self, cx: Any, name: str, settings: ClusterSettings) -> Node: ...
+
+    def _notify(self, cx: Any, what: str) -> None:
+        """Tell waiting stores of a change, at commit (where the backend can)."""
+
+    def _lock_node(self, cx: Any, name: str) -> None:
+        """Lock a node's row for this transaction, where rows can be locked."""
+
+    def _lock_settings(self, cx: Any) -> None:
+        """Make setting writers take turns, where the transaction does not already."""
+
+    def _lost_lock(self, skip_locked: bool) -> str:
+        """What locks the tasks `_end_lost` ends, where rows can be locked."""
+        return ""
+
+    # -- settings -------------------------------------------------------------
+
+    def _settings_in(self, cx: Any) -> ClusterSettings:
+        return ClusterSettings.from_stored(
+            {r["key"]: r["value"] for r in self._rows(cx, "SELECT key, value FROM settings")})
+
+    def stored_settings(self) -> dict[str, str]:
+        with self._reading() as cx:
+            return {r["key"]: r["value"] for r in self._rows(cx, "SELECT key, value FROM settings")}
+
+    def settings(self) -> ClusterSettings:
+        return ClusterSettings.from_stored(self.stored_settings())
+
+    def set_setting(self, key: str, value: str, change: Change | None = None) -> None:
+        P = self.P
+        with self._write() as cx:
+            # Writers one at a time, so two changes cannot each pass validation
+            # against the other's old value (offline_after vs heartbeat_interval).
+            self._lock_settings(cx)
+            canonical = validate_setting(key, value, self._settings_in(cx))
+            old = self._rows(cx, f"SELECT value FROM settings WHERE key = {P}", (key,))
+            if old and old[0]["value"] == canonical:
+                return
+            cx.execute(f"""INSERT INTO settings (key, value) VALUES ({P}, {P})
+                           ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                       (key, canonical))
+            self._event(cx, change or audit.change(None), Action.SETTING_SET, key,
+                        details={"old": old[0]["value"] if old else None, "new": canonical})
+            self._notify(cx, f"setting {key}")
+
+    # -- nodes ----------------------------------------------------------------
+
+    def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
+                 heartbeat_interval: float) -> CheckIn | None:
+        P = self.P
+        with self._write() as cx:
+            updated = cx.execute(
+                f"""UPDATE nodes SET last_seen = {self.NOW}, shutting_down = {P},
+                    heartbeat_interval = {P}, lost_instance = NULL
+                    WHERE name = {P} AND instance_id = {P} AND stopped_at IS NULL""",
+                (self._now_arg(), shutting_down, heartbeat_interval, name, instance_id)).rowcount
+            if updated == 0:
+                return None
+            settings = self._settings_in(cx)
+            return CheckIn(node=self._one_node(cx, name, settings), settings=settings)
+
+    def mark_stopped(self, name: str, instance_id: str) -> None:
+        P = self.P
+        with self._write() as cx:
+            stopped = cx.execute(
+                f"""UPDATE nodes SET stopped_at = {self.NOW}, shutting_down = {P}
+                    WHERE name = {P} AND instance_id = {P} AND stopped_at IS NULL""",
+                (self._now_arg(), False, name, instance_id)).rowcount
+            if stopped:
+                self._event(cx, Change(node_actor(name)), Action.NODE_STOP, name, node=name,
+                            details={"instance": instance_id})
+                self._notify(cx, f"stopped {name}")
+
+    def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
+        with self._write() as cx:
+            self._event(cx, Change(node_actor(name)), Action.NODE_FENCE, name, node=name,
+                        details={"instance": instance_id, **details})
+
+    def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
+        change = change or audit.change(None)
+        P = self.P
+        with self._write() as cx:
+            row = self._rows(cx, f"SELECT drain FROM nodes WHERE name = {P}{self.FOR_UPDATE}",
+                             (name,))
+            if not row:
+                raise NotFound(f"no node named {name!r}")
+            was = bool(row[0]["drain"])
+            if was != on:
+                cx.execute(
+                    f"""UPDATE nodes SET drain = {P}, drain_reason = {P}, drained_by = {P},
+                        drained_at = CASE WHEN {P} THEN {self.NOW} END WHERE name = {P}""",
+                    (on, change.reason if on else None, change.actor if on else None,
+                     on, self._now_arg(), name))
+                self._event(cx, change, Action.NODE_DRAIN if on else Action.NODE_UNDRAIN,
+                            name, node=name, details={"old": was, "new": on})
+                self._notify(cx, f"drain {name}")
+            return was
+
+    def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
+        P = self.P
+        with self._write() as cx:
+            row = self._rows(cx, f"SELECT task_cap FROM nodes WHERE name = {P}{self.FOR_UPDATE}",
+                             (name,))
+            if not row:
+                raise NotFound(f"no node named {name!r}")
+            old = row[0]["task_cap"]
+            if old != cap:
+                cx.execute(f"UPDATE nodes SET task_cap = {P} WHERE name = {P}", (cap, name))
+                self._event(cx, change or audit.change(None), Action.NODE_CAP, name,
+                            node=name, details={"old": old, "new": cap})
+                self._notify(cx, f"cap {name}")
+            return old
+
+    def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
+        P = self.P
+        with self._write() as cx:
+            self._lock_node(cx, name)
+            node = self._one_node(cx, name, self._settings_in(cx))
+            if not force:
+                common.refuse_delete(node)
+            ids = [r["id"] for r in self._rows(
+                cx, f"""SELECT id FROM tasks WHERE node = {P} AND state IN {ACTIVE_SQL}
+                        ORDER BY id{self.FOR_UPDATE}""", (name,))]
+            if ids:
+                cx.execute(
+                    f"""UPDATE tasks SET state = 'Failed', finished_at = {self.NOW}, error = {P}
+                        WHERE id IN ({', '.join([P] * len(ids))})""",
+                    (self._now_arg(), common.ERROR_NODE_DELETED.format(node=name), *ids))
+            cx.execute(f"DELETE FROM nodes WHERE name = {P}", (name,))
+            self._event(cx, change or audit.change(None), **common.deleted_event(node, force, ids))
+            self._notify(cx, f"delete {name}")
+            return ids
+
+    # -- tasks ----------------------------------------------------------------
+
+    def _select_tasks(self, cx: Any, tail: str, args: tuple | list = ()) -> list[Task]:
+        return [self._task(row) for row in self._rows(cx, f"SELECT {TASK_COLUMNS} FROM tasks {tail}",
+                                                      args)]
+
+    def _task(self, row: Mapping) -> Task:
+        time = self._time
+        return Task(
+            id=row["id"], name=row["name"], command=self._command(row["command"]),
+            state=TaskState(row["state"]), node=row["node"],
+            queued_at=time(row["queued_at"]), started_at=time(row["started_at"]),
+            finished_at=time(row["finished_at"]), exit_code=row["exit_code"],
+            error=row["error"], timeout=row["timeout"], queue_timeout=row["queue_timeout"],
+            retries=row["retries"], attempt=row["attempt"], instance=row["instance_id"],
+        )
+
+    def task(self, task_id: int) -> Task:
+        with self._reading() as cx:
+            found = self._select_tasks(cx, f"WHERE id = {self.P}", (task_id,))
+        if not found:
+            raise NotFound(f"no task with id {task_id}")
+        return found[0]
+
+    def tasks(self, *, node: str | None = None, states: Iterable[TaskState] = (),
+              limit: int | None = 50) -> list[Task]:
+        P = self.P
+        clauses, args = [], []
+        if node is not None:
+            clauses.append(f"node = {P}")
+            args.append(node)
+        states = [TaskState(s).value for s in states]
+        if states:
+            clauses.append(f"state IN ({', '.join([P] * len(states))})")
+            args.extend(states)
+        tail = ("WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id DESC"
+        if limit is not None:
+            tail += f" LIMIT {P}"
+            args.append(limit)
+        with self._reading() as cx:
+            return self._select_tasks(cx, tail, args)
+
+    def task_page(self, query: TaskQuery, offset: int, limit: int) -> tuple[int, list[Task]]:
+        P = self.P
+        clauses, args = [], []
+        for column, values in (("state", [TaskState(s).value for s in query.states]),
+                               ("id", list(query.ids))):
+            if values:
+                clauses.append(f"{column} IN ({', '.join([P] * len(values))})")
+                args.extend(values)
+        for clause, value in ((f"node = {P}", query.node), (f"name = {P}", query.name),
+                              (self.NAME_LIKE,
+                               query.name_contains and common.like_pattern(query.name_contains))):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
+        with self._reading() as cx:
+            total = self._rows(cx, f"SELECT count(*) AS n FROM tasks {where}", args)[0]["n"]
+            page = self._select_tasks(cx, f"{where} ORDER BY id DESC LIMIT {P} OFFSET {P}",
+                                      (*args, limit, offset)) if offset < total else []
+        return total, page
+
+    def cancel(self, task_id: int, change: Change | None = None) -> tuple[Task, bool]:
+        P = self.P
+        with self._write() as cx:
+            found = self._select_tasks(cx, f"WHERE id = {P}{self.FOR_UPDATE}", (task_id,))
+            if not found:
+                raise NotFound(f"no task with id {task_id}")
+            task = found[0]
+            if task.state is TaskState.QUEUED:
+                cx.execute(
+                    f"""UPDATE tasks SET state = 'Canceled', finished_at = {self.NOW}, error = {P}
+                        WHERE id = {P}""",
+                    (self._now_arg(), common.ERROR_CANCELED_QUEUED, task_id))
+            elif task.state is TaskState.EXECUTING:
+                cx.execute(f"UPDATE tasks SET state = 'Cancelling' WHERE id = {P}", (task_id,))
+            else:
+                return task, False
+            self._notify(cx, f"cancel {task_id}")
+            after = self._select_tasks(cx, f"WHERE id = {P}", (task_id,))[0]
+            self._event(cx, change or audit.change(None), **common.canceled_event(task, after))
+            return after, True
+
+    def cancel_requests(self, name: str, instance_id: str) -> list[tuple[int, int]]:
+        P = self.P
+        with self._reading() as cx:
+            return [(r["id"], r["attempt"]) for r in self._rows(
+                cx, f"""SELECT id, attempt FROM tasks WHERE node = {P} AND state = 'Cancelling'
+                        AND instance_id = {P}""", (name, instance_id))]
+
+    def own_active_tasks(self, name: str, instance_id: str) -> list[Task]:
+        P = self.P
+        with self._reading() as cx:
+            return self._select_tasks(
+                cx, f"WHERE node = {P} AND instance_id = {P} AND state IN {ACTIVE_SQL} ORDER BY id",
+                (name, instance_id))
+
+    def read_log(self, task_id: int, after: int = 0) -> list[tuple[int, bytes]]:
+        P = self.P
+        with self._reading() as cx:
+            return [(r["seq"], bytes(r["data"])) for r in self._rows(
+                cx, f"SELECT seq, data FROM task_logs WHERE task_id = {P} AND seq > {P} ORDER BY seq",
+                (task_id, after))]
+
+    def queue_summary(self) -> QueueSummary:
+        with self._reading() as cx:
+            row = self._rows(cx, "SELECT count(*) AS n, min(queued_at) AS oldest FROM tasks "
+                                 "WHERE state = 'Queued'")[0]
+        return QueueSummary(queued=row["n"], oldest_queued_at=self._time(row["oldest"]))
+
+    def _end_lost(self, cx: Any, now: datetime, where: str, args: tuple,
+                  *, skip_locked: bool = False) -> tuple[list[int], list[int]]:
+        """Fail (or requeue, while retries remain) the active tasks picked by
+        `where`; returns (failed ids, requeued ids). With `skip_locked`, a task
+        someone is writing right now waits for the next pass."""
+        P = self.P
+        rows = self._rows(
+            cx, f"""SELECT t.id, t.state, t.attempt, t.retries, t.node, n.last_seen
+                    FROM tasks t LEFT JOIN nodes n ON n.name = t.node
+                    WHERE t.state IN {ACTIVE_SQL} {where}
+                    ORDER BY t.id{self._lost_lock(skip_locked)}""", args)
+        failed, requeued, requeue_rows, fail_rows = [], [], [], []
+        for row in rows:
+            seen = self._time(row["last_seen"])
+            if common.requeues(TaskState(row["state"]), row["attempt"], row["retries"]):
+                requeue_rows.append((common.requeued_note(row["node"], row["attempt"], seen),
+                                     row["id"]))
+                requeued.append(row["id"])
+            else:
+                fail_rows.append((self._stored_time(now), common.lost_error(row["node"], seen),
+                                  row["id"]))
+                failed.append(row["id"])
+        if requeue_rows:
+            cx.executemany(
+                f"""UPDATE tasks SET state = 'Queued', node = NULL, instance_id = NULL,
+                    started_at = NULL, error = {P} WHERE id = {P}""", requeue_rows)
+        if fail_rows:
+            cx.executemany(
+                f"UPDATE tasks SET state = 'Failed', finished_at = {P}, error = {P} WHERE id = {P}",
+                fail_rows)
+        return failed, requeued
+
+    # -- API keys -------------------------------------------------------------
+
+    def _api_key(self, row: Mapping) -> ApiKey:
+        return ApiKey(name=row["name"], created_at=self._time(row["created_at"]),
+                      revoked_at=self._time(row["revoked_at"]), role=Role(row["role"]),
+                      last_used_at=self._time(row["last_used_at"]))
+
+    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
+                    change: Change | None = None) -> ApiKey:
+        P = self.P
+        with self._write() as cx:
+            row = self._rows(
+                cx, f"""INSERT INTO api_keys (name, key_hash, created_at, role)
+                        VALUES ({P}, {P}, {self.NOW}, {P})
+                        ON CONFLICT (name) DO NOTHING RETURNING {KEY_COLUMNS}""",
+                (name, key_hash, self._now_arg(), str(role)))
+            if not row:
+                raise Refused(f"an API key named {name!r} already exists; choose another name")
+            self._event(cx, change or audit.change(None), Action.APIKEY_ADD, name,
+                        details={"role": str(role)})
+            return self._api_key(row[0])
+
+    def api_keys(self) -> list[ApiKey]:
+        with self._reading() as cx:
+            return [self._api_key(r) for r in self._rows(
+                cx, f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name")]
+
+    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
+        P = self.P
+        with self._write() as cx:
+            row = self._rows(cx, f"SELECT revoked_at, role FROM api_keys WHERE name = {P}"
+                                 f"{self.FOR_UPDATE}", (name,))
+            if not row:
+                raise NotFound(f"no API key named {name!r}")
+            if row[0]["revoked_at"] is not None:
+                return False
+            cx.execute(f"UPDATE api_keys SET revoked_at = {self.NOW} WHERE name = {P}",
+                       (self._now_arg(), name))
+            self._event(cx, change or audit.change(None), Action.APIKEY_REVOKE, name,
+                        details={"role": row[0]["role"]})
+            return True
+
+    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
+        with self._reading() as cx:
+            row = self._rows(cx, f"""SELECT {KEY_COLUMNS} FROM api_keys
+                                     WHERE key_hash IN ({', '.join([self.P] * len(key_hashes))})""",
+                             key_hashes)
+        return self._api_key(row[0]) if row else None
+
+    def note_api_key_use(self, name: str, precision: float) -> None:
+        P, NOW = self.P, self.NOW
+        with self._write() as cx:
+            cx.execute(
+                f"""UPDATE api_keys SET last_used_at = {NOW} WHERE name = {P}
+                    AND (last_used_at IS NULL OR last_used_at < {NOW} - {P}{self.SECONDS})""",
+                (self._now_arg(), name, self._now_arg(), precision))
+
+    # -- the audit trail ------------------------------------------------------
+
+    def events(self, where: EventFilter) -> list[Event]:
+        sql, args = audit_sql.select(self.P, where, self._stored_time,
+                                     self.CONTAINS.format("actor"))
+        with self._reading() as cx:
+            rows = self._rows(cx, sql, args)
+        return audit_sql.keep([audit_sql.event(r, self._time(r["at"])) for r in rows], where)
+
+    def count_events(self, where: EventFilter) -> int:
+        sql, args = audit_sql.count(self.P, where, self._stored_time,
+                                    self.CONTAINS.format("actor"))
+        with self._reading() as cx:
+            return self._rows(cx, sql, args)[0]["n"]
+
+    def record(self, change: Change, action: Action, target: str, *,
+               during: Callable[[], None] | None = None, **fields) -> None:
+        with self._write() as cx:
+            self._event(cx, change, action, target, **fields)
+            if during is not None:
+                during()
