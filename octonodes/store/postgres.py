@@ -31,8 +31,8 @@ from typing import Any, Iterable
 
 from .. import audit
 from ..audit import Action, Change, node_actor
-from ..errors import DatabaseError, NotFound
-from ..models import Node, Task, TaskState, make_node
+from ..errors import DatabaseError
+from ..models import Task, TaskState, make_node
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings
 from . import audit_sql, common
 from .base import Clock, Finish, LogChunk, Reaped, Registered, Registration, TaskSpec
@@ -40,11 +40,8 @@ from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_a
 from .postgres_listen import TASK_ENDS, Listener, channel_for
 from .postgres_schema import SCHEMA_VERSION, SECONDS, TABLES
 from .postgres_sessions import PostgresSessions
-from .sql import ACTIVE_SQL, RUNNING_COUNT_SQL, TASK_COLUMNS, SqlStore
+from .sql import ACTIVE_SQL, TASK_COLUMNS, SqlStore
 
-NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
-    n.stopped_at, n.version, n.host, n.pid, n.http_address, n.heartbeat_interval, n.instance_id,
-    n.drain_reason, n.drained_by, n.drained_at"""
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
 NOW_SQL = "coalesce(%s::timestamptz, now())"
 """The injected clock's time when a test gave one (a parameter), else the server's."""
@@ -216,6 +213,11 @@ class PostgresStore(PostgresSessions, SqlStore):
     _time = staticmethod(_utc)
     _command = staticmethod(list)
 
+    def _now_in(self, cur: Any) -> datetime:
+        if self._clock:
+            return self._clock()
+        return _utc(cur.execute("SELECT now() AS now").fetchone()["now"])
+
     def _lock_settings(self, cur: Any) -> None:
         cur.execute("LOCK TABLE settings IN EXCLUSIVE MODE")
 
@@ -309,54 +311,11 @@ class PostgresStore(PostgresSessions, SqlStore):
 
     # -- nodes --------------------------------------------------------------
 
-    @staticmethod
-    def _node_row(row: dict) -> dict:
-        data = dict(row)
-        for key in ("last_seen", "started_at", "stopped_at", "drained_at"):
-            data[key] = _utc(data[key])
-        return data
-
-    def _select_nodes(self, cur: Any, where: str = "", args: tuple = ()) -> list[tuple[dict, int]]:
-        cur.execute(
-            f"SELECT {NODE_COLUMNS}, {RUNNING_COUNT_SQL} AS running FROM nodes n {where} "
-            "ORDER BY n.name", args)
-        result = []
-        for row in cur.fetchall():
-            data = self._node_row(row)
-            result.append((data, data.pop("running")))
-        return result
-
-    def _one_node(self, cur: Any, name: str, settings: ClusterSettings,
-                  now: datetime | None = None) -> Node:
-        if now is None:
-            now = self._clock() if self._clock else _utc(
-                cur.execute("SELECT now() AS now").fetchone()["now"])
-        rows = self._select_nodes(cur, "WHERE n.name = %s", (name,))
-        if not rows:
-            raise NotFound(f"no node named {name!r}")
-        row, running = rows[0]
-        return make_node(row, now=now, running=running, offline_after=settings.offline_after)
-
     def _lock_node(self, cur: Any, name: str) -> bool:
         """Lock a node's row for this transaction (False if there is none).
         Statements after it see every commit of those who held it before."""
         cur.execute("SELECT 1 FROM nodes WHERE name = %s FOR UPDATE", (name,))
         return cur.fetchone() is not None
-
-    def nodes(self) -> list[Node]:
-        with self._read() as cur:
-            settings, now = self._settings_and_now(cur)
-            return [make_node(row, now=now, running=running, offline_after=settings.offline_after)
-                    for row, running in self._select_nodes(cur)]
-
-    def node(self, name: str, *, with_tasks: bool = False) -> Node:
-        with self._read() as cur:
-            settings, now = self._settings_and_now(cur)
-            node = self._one_node(cur, name, settings, now)
-            if with_tasks:
-                node.active_tasks = self._select_tasks(
-                    cur, f"WHERE node = %s AND state IN {ACTIVE_SQL} ORDER BY id", (name,))
-            return node
 
     def register(self, reg: Registration) -> Registered:
         with self._write() as cur:

@@ -13,16 +13,16 @@ from __future__ import annotations
 from abc import abstractmethod
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .. import audit
-from ..audit import Action, Change, Event, EventFilter, node_actor
-from ..errors import NotFound, Refused
-from ..models import Node, Task, TaskState
-from ..roles import Role
+from ..audit import Action, Change, node_actor
+from ..errors import NotFound
+from ..models import Node, Task, TaskState, make_node
 from ..settings import ClusterSettings, validate_setting
-from . import audit_sql, common
-from .base import ApiKey, CheckIn, QueueSummary, Store, TaskQuery
+from . import common
+from .base import CheckIn, QueueSummary, Store, TaskQuery
+from .sql_access import SqlAccess
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
 TASK_COLUMNS = ", ".join((
@@ -31,10 +31,13 @@ TASK_COLUMNS = ", ".join((
 RUNNING_COUNT_SQL = (
     f"(SELECT count(*) FROM tasks t WHERE t.node = n.name AND t.state IN {ACTIVE_SQL})")
 """How many tasks run on the node row `n`."""
-KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
+NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.started_at,
+    n.stopped_at, n.version, n.host, n.pid, n.http_address, n.heartbeat_interval, n.instance_id,
+    n.drain_reason, n.drained_by, n.drained_at"""
+NODE_TIMES = ("last_seen", "started_at", "stopped_at", "drained_at")
 
 
-class SqlStore(Store):
+class SqlStore(SqlAccess, Store):
     """The statements and rules both SQL backends share."""
 
     P: str
@@ -56,6 +59,10 @@ class SqlStore(Store):
     @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
         """A write transaction; yields what `execute(sql, args)` is called on."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Any]:
+        """A read transaction: several statements see one snapshot."""
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Any]:
@@ -85,8 +92,9 @@ class SqlStore(Store):
     def _event(self, cx: Any, change: Change, action: Action, target: str, **fields) -> None:
         """Record a change in the caller's transaction: both or neither."""
 
-    @abstractmethod
-    def _one_node(self, cx: Any, name: str, settings: ClusterSettings) -> Node: ...
+    def _now_in(self, cx: Any) -> datetime:
+        """The cluster's time, as the transaction `cx` sees it."""
+        return self.now()
 
     def _notify(self, cx: Any, what: str) -> None:
         """Tell waiting stores of a change, at commit (where the backend can)."""
@@ -132,6 +140,40 @@ class SqlStore(Store):
             self._notify(cx, f"setting {key}")
 
     # -- nodes ----------------------------------------------------------------
+
+    def _select_nodes(self, cx: Any, where: str = "", args: tuple = ()) -> list[tuple[dict, int]]:
+        """(stored fields, times as datetimes; running tasks) of the nodes `where` picks."""
+        result = []
+        for row in self._rows(cx, f"SELECT {NODE_COLUMNS}, {RUNNING_COUNT_SQL} AS running "
+                                  f"FROM nodes n {where} ORDER BY n.name", args):
+            data = dict(row)
+            for key in NODE_TIMES:
+                data[key] = self._time(data[key])
+            result.append((data, data.pop("running")))
+        return result
+
+    def _one_node(self, cx: Any, name: str, settings: ClusterSettings,
+                  now: datetime | None = None) -> Node:
+        rows = self._select_nodes(cx, f"WHERE n.name = {self.P}", (name,))
+        if not rows:
+            raise NotFound(f"no node named {name!r}")
+        row, running = rows[0]
+        return make_node(row, now=now or self._now_in(cx), running=running,
+                         offline_after=settings.offline_after)
+
+    def nodes(self) -> list[Node]:
+        with self._read() as cx:
+            settings, now = self._settings_in(cx), self._now_in(cx)
+            return [make_node(row, now=now, running=running, offline_after=settings.offline_after)
+                    for row, running in self._select_nodes(cx)]
+
+    def node(self, name: str, *, with_tasks: bool = False) -> Node:
+        with self._read() as cx:
+            node = self._one_node(cx, name, self._settings_in(cx))
+            if with_tasks:
+                node.active_tasks = self._select_tasks(
+                    cx, f"WHERE node = {self.P} AND state IN {ACTIVE_SQL} ORDER BY id", (name,))
+            return node
 
     def check_in(self, name: str, instance_id: str, *, shutting_down: bool,
                  heartbeat_interval: float) -> CheckIn | None:
@@ -361,82 +403,3 @@ class SqlStore(Store):
                 f"UPDATE tasks SET state = 'Failed', finished_at = {P}, error = {P} WHERE id = {P}",
                 fail_rows)
         return failed, requeued
-
-    # -- API keys -------------------------------------------------------------
-
-    def _api_key(self, row: Mapping) -> ApiKey:
-        return ApiKey(name=row["name"], created_at=self._time(row["created_at"]),
-                      revoked_at=self._time(row["revoked_at"]), role=Role(row["role"]),
-                      last_used_at=self._time(row["last_used_at"]))
-
-    def add_api_key(self, name: str, key_hash: str, role: Role = Role.VIEWER,
-                    change: Change | None = None) -> ApiKey:
-        P = self.P
-        with self._write() as cx:
-            row = self._rows(
-                cx, f"""INSERT INTO api_keys (name, key_hash, created_at, role)
-                        VALUES ({P}, {P}, {self.NOW}, {P})
-                        ON CONFLICT (name) DO NOTHING RETURNING {KEY_COLUMNS}""",
-                (name, key_hash, self._now_arg(), str(role)))
-            if not row:
-                raise Refused(f"an API key named {name!r} already exists; choose another name")
-            self._event(cx, change or audit.change(None), Action.APIKEY_ADD, name,
-                        details={"role": str(role)})
-            return self._api_key(row[0])
-
-    def api_keys(self) -> list[ApiKey]:
-        with self._reading() as cx:
-            return [self._api_key(r) for r in self._rows(
-                cx, f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name")]
-
-    def revoke_api_key(self, name: str, change: Change | None = None) -> bool:
-        P = self.P
-        with self._write() as cx:
-            row = self._rows(cx, f"SELECT revoked_at, role FROM api_keys WHERE name = {P}"
-                                 f"{self.FOR_UPDATE}", (name,))
-            if not row:
-                raise NotFound(f"no API key named {name!r}")
-            if row[0]["revoked_at"] is not None:
-                return False
-            cx.execute(f"UPDATE api_keys SET revoked_at = {self.NOW} WHERE name = {P}",
-                       (self._now_arg(), name))
-            self._event(cx, change or audit.change(None), Action.APIKEY_REVOKE, name,
-                        details={"role": row[0]["role"]})
-            return True
-
-    def api_key_by_hash(self, *key_hashes: str) -> ApiKey | None:
-        with self._reading() as cx:
-            row = self._rows(cx, f"""SELECT {KEY_COLUMNS} FROM api_keys
-                                     WHERE key_hash IN ({', '.join([self.P] * len(key_hashes))})""",
-                             key_hashes)
-        return self._api_key(row[0]) if row else None
-
-    def note_api_key_use(self, name: str, precision: float) -> None:
-        P, NOW = self.P, self.NOW
-        with self._write() as cx:
-            cx.execute(
-                f"""UPDATE api_keys SET last_used_at = {NOW} WHERE name = {P}
-                    AND (last_used_at IS NULL OR last_used_at < {NOW} - {P}{self.SECONDS})""",
-                (self._now_arg(), name, self._now_arg(), precision))
-
-    # -- the audit trail ------------------------------------------------------
-
-    def events(self, where: EventFilter) -> list[Event]:
-        sql, args = audit_sql.select(self.P, where, self._stored_time,
-                                     self.CONTAINS.format("actor"))
-        with self._reading() as cx:
-            rows = self._rows(cx, sql, args)
-        return audit_sql.keep([audit_sql.event(r, self._time(r["at"])) for r in rows], where)
-
-    def count_events(self, where: EventFilter) -> int:
-        sql, args = audit_sql.count(self.P, where, self._stored_time,
-                                    self.CONTAINS.format("actor"))
-        with self._reading() as cx:
-            return self._rows(cx, sql, args)[0]["n"]
-
-    def record(self, change: Change, action: Action, target: str, *,
-               during: Callable[[], None] | None = None, **fields) -> None:
-        with self._write() as cx:
-            self._event(cx, change, action, target, **fields)
-            if during is not None:
-                during()

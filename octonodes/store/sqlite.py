@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 from .. import audit
 from ..audit import Action, Change, node_actor
-from ..errors import DatabaseBusy, DatabaseError, DatabaseMissing, DatabaseReplaced, NotFound
-from ..models import Node, Task, TaskState, is_offline, make_node
+from ..errors import DatabaseBusy, DatabaseError, DatabaseMissing, DatabaseReplaced
+from ..models import Task, TaskState, is_offline, make_node
 from ..settings import DEFAULT_TASK_CAP, ClusterSettings
 from . import audit_sql, common
 from .base import (CheckIn, Clock, Finish, LogChunk, Reaped, Registered, Registration,
@@ -277,46 +277,6 @@ class SQLiteStore(SQLiteSessions, SqlStore):
         return before, after
 
     # -- nodes --------------------------------------------------------------
-
-    def _node_row(self, row: sqlite3.Row | tuple, columns: list[str]) -> dict:
-        data = dict(zip(columns, row))
-        for key in ("last_seen", "started_at", "stopped_at", "drained_at"):
-            data[key] = _dt(data[key])
-        return data
-
-    def _select_nodes(self, conn: sqlite3.Connection, where: str = "", args: tuple = ()) -> list[tuple[dict, int]]:
-        cursor = conn.execute(
-            f"SELECT n.*, {RUNNING_COUNT_SQL} AS running FROM nodes n {where} ORDER BY n.name", args
-        )
-        columns = [d[0] for d in cursor.description]
-        result = []
-        for row in cursor:
-            data = self._node_row(row, columns)
-            result.append((data, data.pop("running")))
-        return result
-
-    def nodes(self) -> list[Node]:
-        with self._read() as conn:
-            settings = self._settings_in(conn)
-            now = self.now()
-            return [make_node(row, now=now, running=running, offline_after=settings.offline_after)
-                    for row, running in self._select_nodes(conn)]
-
-    def _one_node(self, conn: sqlite3.Connection, name: str, settings: ClusterSettings) -> Node:
-        rows = self._select_nodes(conn, "WHERE n.name = ?", (name,))
-        if not rows:
-            raise NotFound(f"no node named {name!r}")
-        row, running = rows[0]
-        return make_node(row, now=self.now(), running=running, offline_after=settings.offline_after)
-
-    def node(self, name: str, *, with_tasks: bool = False) -> Node:
-        with self._read() as conn:
-            settings = self._settings_in(conn)
-            node = self._one_node(conn, name, settings)
-            if with_tasks:
-                node.active_tasks = self._select_tasks(
-                    conn, f"WHERE node = ? AND state IN {ACTIVE_SQL} ORDER BY id", (name,))
-            return node
 
     def register(self, reg: Registration) -> Registered:
         with self._write() as conn:
