@@ -39,7 +39,6 @@ from .base import Clock, Finish, LogChunk, Reaped, Registered, Registration, Tas
 from .postgres_connect import APPLICATION_NAME, Connection, first_schema, with_application_name
 from .postgres_listen import TASK_ENDS, Listener, channel_for
 from .postgres_schema import SCHEMA_VERSION, SECONDS, TABLES
-from .postgres_sessions import PostgresSessions
 from .sql import ACTIVE_SQL, TASK_COLUMNS, SqlStore
 
 SETTINGS_SQL = "coalesce((SELECT json_object_agg(key, value) FROM settings), '{}'::json)"
@@ -86,7 +85,7 @@ def _connected(listener: Listener, backend_pid: int, reconnected: bool) -> None:
         listener.signal()
 
 
-class PostgresStore(PostgresSessions, SqlStore):
+class PostgresStore(SqlStore):
     kind = "postgresql"
     P = "%s"
     NOW = NOW_SQL

@@ -23,6 +23,7 @@ from ..settings import ClusterSettings, validate_setting
 from . import common
 from .base import CheckIn, QueueSummary, Store, TaskQuery
 from .sql_access import SqlAccess
+from .sql_sessions import SqlSessions
 
 ACTIVE_SQL = "('Executing', 'Cancelling')"
 TASK_COLUMNS = ", ".join((
@@ -37,7 +38,7 @@ NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.s
 NODE_TIMES = ("last_seen", "started_at", "stopped_at", "drained_at")
 
 
-class SqlStore(SqlAccess, Store):
+class SqlStore(SqlAccess, SqlSessions, Store):
     """The statements and rules both SQL backends share."""
 
     P: str

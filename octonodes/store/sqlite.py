@@ -28,7 +28,6 @@ from .base import (CheckIn, Clock, Finish, LogChunk, Reaped, Registered, Registr
                    TaskSpec)
 from .sql import ACTIVE_SQL, RUNNING_COUNT_SQL, SqlStore
 from .sqlite_schema import SCHEMA_VERSION, migrate
-from .sqlite_sessions import SQLiteSessions
 
 DEFAULT_BUSY_TIMEOUT = 10.0
 
@@ -59,7 +58,7 @@ def _make_folders(folder: Path) -> None:
     folder.mkdir(mode=0o700, exist_ok=True)
 
 
-class SQLiteStore(SQLiteSessions, SqlStore):
+class SQLiteStore(SqlStore):
     kind = "sqlite"
     P = "?"
     NOW = "?"
