@@ -84,6 +84,17 @@ def _validate_seconds(label: str, value: float | None) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class Initialized:
+    """What `Cluster.initialize` did: the schema version before (None for a
+    new database) and after, and whether it made a new file (else it used
+    an existing one, empty or not)."""
+
+    before: int | None
+    after: int
+    new_file: bool = True
+
+
 class Cluster:
     """A cluster's nodes, tasks and settings, through its database.
 
@@ -113,6 +124,11 @@ class Cluster:
 
     def now(self) -> datetime:
         return self.store.now()
+
+    def initialize(self) -> "Initialized":
+        """Create or upgrade the schema, one process at a time."""
+        before, after = self.store.initialize()
+        return Initialized(before, after, new_file=self.store.created)
 
     # -- settings -----------------------------------------------------------
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .models import Task, TaskState
-from .waker import drain
+from .waker import discard_pending
 from .watchdog import Watchdog
 
 READ_SIZE = 64 * 1024
@@ -98,7 +98,7 @@ class TaskEvents:
             if run is not None:
                 run.on_ready(fd, now)
             elif fd == self._wake_fd:
-                drain(fd)
+                discard_pending(fd)
         for run in list(self.polled):
             run.poll_exit(now)
 

@@ -25,16 +25,16 @@ class Waker:
         """The end to wait on."""
         return self._read
 
-    def drain(self) -> None:
+    def clear(self) -> None:
         """Consume the wake-ups so far, so the next wait blocks again."""
-        drain(self._read)
+        discard_pending(self._read)
 
     def close(self) -> None:
         os.close(self._read)
         os.close(self._write)
 
 
-def drain(fd: int) -> None:
+def discard_pending(fd: int) -> None:
     """Read a non-blocking descriptor until it is empty."""
     try:
         while os.read(fd, 4096):

@@ -25,8 +25,9 @@ def init(ctx: typer.Context) -> None:
     Example: OCTONODES_DB=/var/lib/octonodes/cluster.db octonodes init
     """
     cluster = ctx.obj.cluster(create=True)
-    before, after = cluster.store.initialize()
-    if before is None and not cluster.store.created:
+    done = cluster.initialize()
+    before, after = done.before, done.after
+    if before is None and not done.new_file:
         print(f"initialised a new database in the existing file {cluster.db} (schema version {after})")
     elif before is None:
         print(f"created a new database at {cluster.db} (schema version {after})")

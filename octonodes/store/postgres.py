@@ -392,7 +392,7 @@ class PostgresStore(SqlStore):
             cur.execute("SELECT 1 FROM tasks WHERE state = 'Queued' ORDER BY id LIMIT 1")
             if cur.fetchone() is None:
                 return []
-        return self._record_and_claim(name, instance_id, [], {}, limit)[1]
+        return self._exchange(name, instance_id, [], {}, limit)[1]
 
     def append_logs(self, instance_id: str, chunks: Iterable[LogChunk]) -> None:
         self.finish_tasks(instance_id, [], chunks)
@@ -412,15 +412,14 @@ class PostgresStore(SqlStore):
         rows = self._log_rows(chunks)
         if not rows and not finishes:
             return []
-        return self._record_and_claim(None, instance_id, finishes, rows, 0)[0]
+        return self._exchange(None, instance_id, finishes, rows, 0)[0]
 
     def exchange(self, name: str, instance_id: str, finishes: list[Finish],
                  chunks: Iterable[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
-        return self._record_and_claim(name, instance_id, finishes, self._log_rows(chunks),
-                                      claim_limit)
+        return self._exchange(name, instance_id, finishes, self._log_rows(chunks), claim_limit)
 
-    def _record_and_claim(self, name: str | None, instance_id: str, finishes: list[Finish],
-                          chunks: list[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
+    def _exchange(self, name: str | None, instance_id: str, finishes: list[Finish],
+                  chunks: list[LogChunk], claim_limit: int) -> tuple[list[bool], list[Task]]:
         """Output, then ends, then (with a `claim_limit`) a claim: one
         statement, so one transaction. A lost answer did all of it or none,
         so a retry never duplicates output."""

@@ -113,7 +113,7 @@ class Listener:
         fd = self.fileno()
         with self._lock:
             if fd is not None and self._wake is not None:
-                self._wake.drain()
+                self._wake.clear()
             changed = self._pending or not self._listening
             self._pending = False
         return changed

@@ -258,7 +258,7 @@ class SQLiteStore(SqlStore):
 
     def changed(self) -> bool:
         if self._watch:
-            self._watch.drain()
+            self._watch.clear()
         with self._errors():
             version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         changed = version != self._data_version

@@ -30,7 +30,7 @@ class WalWatch:
     def fileno(self) -> int:
         return self._inotify.fileno()
 
-    def drain(self) -> None:
+    def clear(self) -> None:
         """Consume pending events. Whether the database changed is the
         store's question (`PRAGMA data_version`): the events need no parsing."""
         fd = self._inotify.fileno()
