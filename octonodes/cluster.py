@@ -48,6 +48,8 @@ class CheckResult:
     code: int
     summary: str
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What is fine but worth saying: nodes drained with a reason (planned maintenance)."""
     nodes: list[Node] = field(default_factory=list)
     queue: "QueueState | None" = None
 
@@ -178,11 +180,12 @@ class Cluster:
                   progress: Callable[[Node], None] | None = None, *,
                   cancel_at_timeout: bool = False,
                   cancelled: Callable[[list[Task]], None] | None = None,
-                  actor: str | None = None) -> Node:
+                  actor: str | None = None, reason: str | None = None) -> Node:
         """Block until nothing runs on the node; TimedOut past `timeout`
         seconds. With `cancel_at_timeout`, past `timeout` cancel what still
-        runs there instead (`cancelled` hears which tasks) and wait, without
-        a deadline, for those tasks to end. `progress` hears the node at each look."""
+        runs there instead (`cancelled` hears which tasks; `reason` goes on
+        each cancel's event) and wait, without a deadline, for those tasks
+        to end. `progress` hears the node at each look."""
         validate_name(name)
         try:
             return self._wait_idle(name, timeout, progress)
@@ -191,7 +194,7 @@ class Cluster:
                 raise
         tasks = self.store.node(name, with_tasks=True).active_tasks or []
         for task in tasks:
-            self.cancel(task.id, actor=actor)
+            self.cancel(task.id, actor=actor, reason=reason)
         if cancelled:
             cancelled(tasks)
         return self._wait_idle(name, None, progress)
@@ -493,12 +496,14 @@ class Cluster:
 
     # -- monitoring ---------------------------------------------------------
 
-    def check(self, warn_wait: float = 600.0) -> CheckResult:
-        """The cluster's health for cron and monitoring (`check`)."""
+    def check(self, warn_wait: float = 600.0, *, warn_drained: bool = False) -> CheckResult:
+        """The cluster's health for cron and monitoring (SPEC 5, `check`). A
+        node drained with a reason is planned maintenance: a note, not a
+        warning, unless `warn_drained`."""
         nodes = self.store.nodes()
         queue = self.queue(nodes)
         now = self.store.now()
-        critical, warning = [], []
+        critical, warning, notes = [], [], []
         for node in nodes:
             if node.status is NodeStatus.OFFLINE:
                 if node.offline_reason is OfflineReason.LOST:
@@ -506,7 +511,12 @@ class Cluster:
                 else:
                     warning.append(f"{node.name} is stopped")
             elif node.status in (NodeStatus.DRAINING, NodeStatus.DRAINED):
-                warning.append(f"{node.name} is {node.status.value.lower()}")
+                said = f"{node.name} is {node.status.value.lower()}"
+                if node.drain and node.drain_reason and not warn_drained:
+                    notes.append(f"{said} for maintenance: {node.drain_reason} "
+                                 f"({node.drained_by or 'unknown'}, {_ago(now, node.drained_at)})")
+                else:
+                    warning.append(said)
         if queue.queued and queue.paused:
             critical.append(f"{queue.queued} task(s) queued and no online node can take them")
         elif queue.oldest_queued_at and now - queue.oldest_queued_at > timedelta(seconds=warn_wait):
@@ -521,8 +531,11 @@ class Cluster:
         tally = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "no nodes"
         problems = critical + warning
         head = "; ".join(problems) if problems else tally
+        if notes:
+            head += f"; {len(notes)} node(s) in planned maintenance"
         summary = f"OCTONODES {CheckCode.NAMES[code]} - {head} | {tally}; {queue.queued} queued"
-        return CheckResult(code=code, summary=summary, problems=problems, nodes=nodes, queue=queue)
+        return CheckResult(code=code, summary=summary, problems=problems, notes=notes,
+                           nodes=nodes, queue=queue)
 
 
 def _ago(now: datetime, then: datetime | None) -> str:

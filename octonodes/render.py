@@ -86,18 +86,25 @@ def status_text(node: Node, now: datetime) -> Text:
 
 
 def nodes_table(nodes: Iterable[Node], now: datetime, db: str) -> Table:
+    nodes = list(nodes)
+    reasons = any(node.drain for node in nodes)  # a Reason column while any node is drained
     table = Table(title=f"Nodes in {db}", title_justify="left", title_style="dim")
     for column in ("Name", "Status", "Last seen", "Task cap", "Tasks", "Drain"):
         table.add_column(column, justify="right" if column in ("Task cap", "Tasks") else "left")
+    if reasons:
+        table.add_column("Reason", overflow="fold")
     for node in nodes:
-        table.add_row(
+        row = [
             Text(node.name, style="bold" if node.online else "red"),
             status_text(node, now),
             ago(now, node.last_seen),
             str(node.task_cap),
             str(node.tasks),
             Text("on", style="yellow") if node.drain else "off",
-        )
+        ]
+        if reasons:
+            row.append(drain_reason_text(node) if node.drain else "")
+        table.add_row(*row)
     return table
 
 
@@ -105,6 +112,13 @@ def nodes_view(nodes: Iterable[Node], queue: "QueueState", now: datetime, db: st
     """The nodes table with the queue's one line under it."""
     style = "bold red" if queue.paused and queue.queued else "yellow" if queue.paused else "dim"
     return Group(nodes_table(nodes, now, db), Text(queue.describe(), style=style))
+
+
+def drain_reason_text(node: Node) -> str:
+    """`disk swap (alice@ops-1)`: why and by whom a drained node was drained."""
+    if node.drained_by is None:
+        return node.drain_reason or "-"
+    return f"{node.drain_reason or 'no reason given'} ({node.drained_by})"
 
 
 def node_detail(node: Node, now: datetime) -> Table:
@@ -118,6 +132,10 @@ def node_detail(node: Node, now: datetime) -> Table:
         ("Task cap", str(node.task_cap)),
         ("Tasks", str(node.tasks)),
         ("Drain", "on" if node.drain else "off"),
+        *([("Drain reason", node.drain_reason or "-"),
+           ("Drained by", node.drained_by or "-"),
+           ("Drained at", f"{ago(now, node.drained_at)} ({_when(node.drained_at)})"
+            if node.drained_at else "-")] if node.drain else []),
         ("Started", _when(node.started_at)),
         ("Stopped", _when(node.stopped_at) if node.stopped_at else "-"),
         ("Host", f"{node.host or '-'} (pid {node.pid or '-'})"),
@@ -223,3 +241,32 @@ def packages_table(packages: Iterable, now: datetime, folder: str) -> Table:
         table.add_row(package.package_id, package.version, package.extension,
                       human_size(package.size), package.sha256, ago(now, package.uploaded_at))
     return table
+
+
+def _details_text(details: dict) -> str:
+    """`old=5 new=10`: an event's details, compact."""
+    import json
+
+    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                    for k, v in details.items())
+
+
+def events_table(events: Iterable, now: datetime) -> Table:
+    table = Table(title="Events, newest first (times in UTC)", title_justify="left",
+                  title_style="dim")
+    for column in ("Id", "Time", "Actor", "Action", "Target", "Reason", "Details"):
+        table.add_column(column, justify="right" if column == "Id" else "left",
+                         overflow="fold", no_wrap=column in ("Id", "Action"))
+    for event in events:
+        table.add_row(str(event.id), event.at.strftime("%Y-%m-%d %H:%M:%S"), event.actor,
+                      Text(str(event.action), style="bold"), event.target, event.reason or "-",
+                      _details_text(event.details))
+    return table
+
+
+def event_line(event) -> str:
+    """One event on one line, for `events --follow`."""
+    reason = f' reason="{event.reason}"' if event.reason else ""
+    details = _details_text(event.details)
+    return (f"{_when(event.at)} #{event.id} {event.action} {event.target} by {event.actor}"
+            f"{reason}{' ' + details if details else ''}")

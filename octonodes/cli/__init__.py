@@ -153,6 +153,16 @@ app = Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ReasonOption = Annotated[Optional[str], typer.Option(
+    "--reason", metavar="TEXT", help="Why: kept with the change in the audit trail "
+                                     "(`octonodes events`); at most 500 characters.")]
+
+
+def checked_reason(reason: str | None) -> str | None:
+    """A reason, refused (exit 2) before anything opens or changes."""
+    from ..audit import validate_reason
+
+    return validate_reason(reason)
 
 
 def _version(value: bool) -> None:
@@ -194,4 +204,4 @@ def main() -> None:
 
 
 # Register the commands, in the order `--help` lists them.
-from . import admin, http_admin, nodes, check, tasks  # noqa: E402,F401,I001
+from . import admin, http_admin, nodes, check, tasks, events  # noqa: E402,F401,I001

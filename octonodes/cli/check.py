@@ -45,6 +45,9 @@ def check(
     warn_wait: Annotated[str, typer.Option(
         "--warn-wait", metavar="DURATION",
         help="WARNING when a task has been queued longer than this (90s, 10m, 1h).")] = "10m",
+    warn_drained: Annotated[bool, typer.Option(
+        "--warn-drained", help="WARNING for nodes drained with a reason too (by default they are "
+                               "planned maintenance: OK, with a note).")] = False,
     json: JsonOption = False,
 ) -> None:
     """Cluster health for cron and monitoring, with monitoring-plugin exit codes.
@@ -53,21 +56,23 @@ def check(
     than --warn-wait); 2 CRITICAL (a node lost; tasks queued that no online
     node can take); 3 UNKNOWN (database trouble or a usage error). The first
     line is a one-line summary; the lines below it name each problem, the
-    queue and the database. Nothing is written on stderr.
+    queue and the database. Nothing is written on stderr. A node drained
+    with --reason is planned maintenance: OK, with a note, unless
+    --warn-drained.
 
     Example: octonodes check --warn-wait 15m
     """
     try:
         seconds = parse_duration(warn_wait)
         cluster = ctx.obj.cluster()
-        result = cluster.check(warn_wait=seconds)
+        result = cluster.check(warn_wait=seconds, warn_drained=warn_drained)
     except OctonodesError as exc:
         report_unknown(str(exc), json)
         raise typer.Exit(UNKNOWN) from None
     if json:
         print_json({
             "status": result.status, "code": result.code, "summary": result.summary,
-            "problems": result.problems, "database": cluster.db,
+            "problems": result.problems, "notes": result.notes, "database": cluster.db,
             "nodes": [n.to_json() for n in result.nodes],
             "queue": result.queue.to_json(),
         })
@@ -75,6 +80,8 @@ def check(
         print(result.summary)
         for problem in result.problems:
             print(f"- {problem}")
+        for note in result.notes:
+            print(f"- note: {note}")
         print(result.queue.describe())
         print(f"database: {cluster.db}")
     raise typer.Exit(result.code)

@@ -11,7 +11,8 @@ import typer
 from ..errors import TimedOut
 from ..models import NodeStatus
 from ..settings import MAX_TASK_CAP, format_duration, parse_duration
-from . import INTERRUPTED, JsonOption, app, enum_values, fail, print_json, whole_number
+from . import (INTERRUPTED, JsonOption, ReasonOption, app, checked_reason, enum_values, fail,
+               print_json, whole_number)
 from .complete import enum_words, node_names
 
 NodeName = Annotated[str, typer.Argument(
@@ -104,19 +105,22 @@ def drain(
     cancel_tasks: Annotated[bool, typer.Option(
         "--cancel-tasks", help="At the timeout, cancel what still runs (a line per task on "
                                "stdout) and wait for it to end; implies --wait.")] = False,
+    reason: ReasonOption = None,
 ) -> None:
     """Turn drain on: the node finishes what it runs and claims nothing new.
 
     Exits 5 if --wait times out (the node stays drained), unless --cancel-tasks.
-    Ctrl-C stops waiting (exit 130); the node stays drained.
+    Ctrl-C stops waiting (exit 130); the node stays drained. The node keeps
+    the reason, who drained it and since when (`show`, `list`).
 
-    Example: octonodes drain node-1 --wait --timeout 30m
+    Example: octonodes drain node-1 --wait --timeout 30m --reason "kernel upgrade, CHG-1042"
     """
     seconds = parse_duration(timeout or DEFAULT_DRAIN_TIMEOUT)
+    reason = checked_reason(reason)
     cluster = ctx.obj.cluster()
     if wait or timeout or cancel_tasks:
-        return _drain_and_wait(cluster, name, seconds, cancel_tasks)
-    changed = cluster.drain(name)
+        return _drain_and_wait(cluster, name, seconds, cancel_tasks, reason)
+    changed = cluster.drain(name, reason=reason)
     node = cluster.node(name, with_tasks=False)
     if changed:
         print(f"{name} is draining ({node.tasks} task(s) running)" if node.tasks
@@ -125,12 +129,13 @@ def drain(
         print(f"{name} is already {'draining' if node.tasks else 'drained'}")
 
 
-def _drain_and_wait(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
+def _drain_and_wait(cluster, name: str, seconds: float, cancel_tasks: bool,
+                    reason: str | None) -> None:
     """Drain, then wait; Ctrl-C stops the wait, not the drain, and says so."""
     try:
-        if not cluster.drain(name):
+        if not cluster.drain(name, reason=reason):
             print(f"{name} was already drained")
-        _wait_idle(cluster, name, seconds, cancel_tasks)
+        _wait_idle(cluster, name, seconds, cancel_tasks, reason)
     except KeyboardInterrupt:
         print(f"interrupted: {_drain_state(cluster, name)}", file=sys.stderr)
         raise typer.Exit(INTERRUPTED) from None
@@ -149,7 +154,8 @@ def _drain_state(cluster, name: str) -> str:
     return f"{name} was not drained"
 
 
-def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
+def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool,
+               reason: str | None) -> None:
     from ..render import err_console
 
     def progress(node) -> None:
@@ -168,20 +174,27 @@ def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool) -> None:
     with err_console.status(f"{name}: waiting for running tasks", spinner="line") as status:
         try:
             cluster.wait_idle(name, timeout=seconds, progress=progress,
-                              cancel_at_timeout=cancel_tasks, cancelled=cancelled)
+                              cancel_at_timeout=cancel_tasks, cancelled=cancelled,
+                              reason=_timed_out_reason(name, reason))
         except TimedOut as exc:
             raise fail(f"timed out after {format_duration(seconds)}: {exc}; "
                        f"{name} stays drained", TimedOut.exit_code) from None
 
 
+def _timed_out_reason(name: str, reason: str | None) -> str:
+    """The reason on the events of tasks a drain cancelled at its timeout."""
+    return (f"drain of {name} timed out" + (f": {reason}" if reason else ""))[:500]
+
+
 @app.command()
-def undrain(ctx: typer.Context, name: NodeName) -> None:
+def undrain(ctx: typer.Context, name: NodeName, reason: ReasonOption = None) -> None:
     """Turn drain off: the node claims tasks again.
 
-    Example: octonodes undrain node-1
+    Example: octonodes undrain node-1 --reason "upgrade done"
     """
+    reason = checked_reason(reason)
     cluster = ctx.obj.cluster()
-    if cluster.undrain(name):
+    if cluster.undrain(name, reason=reason):
         print(f"{name} is no longer drained")
     else:
         print(f"{name} is already not drained")
@@ -194,12 +207,14 @@ def cap(
     n: Annotated[int, typer.Argument(
         metavar="CAP", parser=whole_number("task cap", 0, MAX_TASK_CAP),
         help="The new task cap, a whole number from 0 to 1000.", show_default=False)],
+    reason: ReasonOption = None,
 ) -> None:
     """Set a node's task cap. Lowering it stops new claims and kills nothing.
 
-    Example: octonodes cap node-1 10
+    Example: octonodes cap node-1 10 --reason "more memory"
     """
-    previous = ctx.obj.cluster().set_cap(name, n)
+    reason = checked_reason(reason)
+    previous = ctx.obj.cluster().set_cap(name, n, reason=reason)
     if previous == n:
         print(f"{name} already has task cap {n}")
     else:
@@ -212,10 +227,12 @@ def delete(
     name: NodeName,
     force: Annotated[bool, typer.Option(
         "--force", help="Remove it even while online or busy; its active tasks fail as \"node deleted\".")] = False,
+    reason: ReasonOption = None,
 ) -> None:
     """Remove a node. Refused (exit 4) while it is online or has active tasks.
 
-    Example: octonodes delete node-3
+    Example: octonodes delete node-3 --reason "host retired"
     """
-    failed = ctx.obj.cluster().delete(name, force=force)
+    reason = checked_reason(reason)
+    failed = ctx.obj.cluster().delete(name, force=force, reason=reason)
     print(f"deleted {name}" + (f"; failed task(s) {', '.join(map(str, failed))}" if failed else ""))

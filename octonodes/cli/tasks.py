@@ -10,7 +10,8 @@ import typer
 from ..models import TaskState
 from ..settings import parse_duration
 from ..store.base import TaskSpec
-from . import MAX_WHOLE_NUMBER, JsonOption, Typer, app, enum_values, print_json, whole_number
+from . import (MAX_WHOLE_NUMBER, JsonOption, ReasonOption, Typer, app, checked_reason,
+               enum_values, print_json, whole_number)
 from .complete import enum_words, node_names
 
 task_app = Typer(help="Queue tasks and follow them.", no_args_is_help=True)
@@ -122,13 +123,14 @@ def task_log(
 
 
 @task_app.command("cancel")
-def cancel(ctx: typer.Context, task_id: TaskId) -> None:
+def cancel(ctx: typer.Context, task_id: TaskId, reason: ReasonOption = None) -> None:
     """Cancel a task: a queued one at once; a running one is stopped by its node
     (SIGTERM, then SIGKILL after cancel_grace).
 
-    Example: octonodes task cancel 42
+    Example: octonodes task cancel 42 --reason "wrong branch"
     """
-    task, changed = ctx.obj.cluster().cancel(task_id)
+    reason = checked_reason(reason)
+    task, changed = ctx.obj.cluster().cancel(task_id, reason=reason)
     if not changed:
         if task.ended:
             print(f"task {task.id} has already ended ({task.state})")
