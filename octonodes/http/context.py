@@ -60,6 +60,11 @@ class HttpContext:
         """Run `fn(cluster)` on a database thread, off the event loop."""
         return await self.run(lambda: fn(self.cluster()))
 
+    def call_blocking(self, fn: Callable[[Cluster], T]) -> T:
+        """`call` from a thread that is not the event loop's (a worker thread
+        of Starlette's), waiting for the answer."""
+        return self._db_threads.submit(lambda: fn(self.cluster())).result()
+
     async def run(self, fn: Callable[[], T]) -> T:
         """Run `fn()` on a database thread, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._db_threads, fn)

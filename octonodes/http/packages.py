@@ -29,6 +29,7 @@ from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
+from ..audit import Action
 from ..errors import UsageError
 from ..packages.upload import Incoming
 from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
@@ -102,16 +103,17 @@ class PackageTarget(BaseTarget):
             for chunk in chunks:  # as they came: joining them would copy every byte once more
                 self.incoming.write(chunk)
 
-    def complete(self) -> tuple[Package, bool]:
-        """After the whole body: put the package in place (or decide why not).
-        Returns the package the store holds and whether it is this upload."""
+    def complete(self, journal=None) -> tuple[Package, bool]:
+        """After the whole body: put the package in place (or decide why not),
+        recorded by `journal` (`Incoming.commit`). Returns the package the
+        store holds and whether it is this upload."""
         if self.name is None:
             raise MalformedUpload("the upload has no file part (a part with a filename)")
         if not self.file_done:
             raise MalformedUpload("the body ended before the file part did (malformed multipart)")
         self.store(self.take())
         if self.incoming is not None:
-            return self.incoming.commit(self.mode)
+            return self.incoming.commit(self.mode, journal)
         existing = self.folder.find(self.name)
         if existing is None:
             raise PackageExists(f"package {self.name.file_name} was removed during the upload; "
@@ -162,6 +164,21 @@ def _when_done(in_flight: asyncio.Future | None, release) -> None:
     in_flight.add_done_callback(lambda _done: _when_done(_done, release))
 
 
+def _journal(request: Request, target: PackageTarget):
+    """Records the push in the audit trail, on a database thread, in the
+    transaction that makes the package visible."""
+    context, actor = request.app.state.context, request.state.actor
+
+    def journal(replaces: bool, size: int, publish) -> None:
+        name = target.name
+        action = Action.PACKAGE_OVERWRITE if replaces else Action.PACKAGE_PUSH
+        context.call_blocking(lambda cluster: cluster.record(
+            action, name.file_name, actor=actor, during=publish,
+            details={"package_id": name.package_id, "version": name.version, "size": size}))
+
+    return journal
+
+
 async def upload(request: Request) -> Response:
     mode = overwrite_mode(request)
     context = request.app.state.context
@@ -185,7 +202,7 @@ async def upload(request: Request) -> Response:
                 in_flight = asyncio.ensure_future(run_in_threadpool(target.store, target.take()))
         if in_flight is not None:
             await asyncio.shield(in_flight)
-        package, stored = await run_in_threadpool(target.complete)
+        package, stored = await run_in_threadpool(target.complete, _journal(request, target))
     except ParseFailedException as exc:
         raise MalformedUpload(f"malformed multipart/form-data body ({exc})") from None
     except ClientDisconnect:

@@ -25,6 +25,7 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Callable
 
 from .folder import (TEMP_PREFIX, Package, PackageExists, PackageFolder, PackageStoreUnavailable,
                      fsync_dir, storage_error)
@@ -37,6 +38,10 @@ WRITE_BLOCKS = 3
 DIRECT_ALIGNMENT = 4096
 """O_DIRECT writes start and end on this boundary (and come from page-aligned memory)."""
 O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+Journal = Callable[[bool, int, Callable[[], None]], None]
+"""How a push is recorded: (replaces an existing package, size, publish)."""
 
 
 class _BlockWorker:
@@ -159,12 +164,16 @@ class Incoming:
         if error is not None:
             raise error
 
-    def commit(self, mode: OverwriteMode) -> tuple[Package, bool]:
+    def commit(self, mode: OverwriteMode, journal: Journal | None = None) -> tuple[Package, bool]:
         """Make the package visible under its name; returns it and whether
         this upload is what the store now holds (False: IgnoreIfExists kept
-        the existing one). PackageExists under FailIfExists."""
+        the existing one). PackageExists under FailIfExists. `journal(replaces,
+        size, publish)` records the push (an overwrite when `replaces`) and
+        calls `publish()`, the rename that makes it visible, in the same
+        transaction: if either fails, neither happens."""
         folder, name = self.folder, self.name
         final = folder.path / name.file_name
+        journal = journal or (lambda replaces, size, publish: publish())
         try:
             self._hand_on()
             self._writer.finish()
@@ -173,10 +182,11 @@ class Incoming:
             st = os.fstat(self.fd)
             self._close()
             if mode is OverwriteMode.OVERWRITE_EXISTING:
-                os.replace(self.temp, final)
+                journal(os.path.lexists(final), st.st_size,
+                        lambda: os.replace(self.temp, final))
             else:
                 try:
-                    os.link(self.temp, final)
+                    journal(False, st.st_size, lambda: os.link(self.temp, final))
                 except FileExistsError:
                     if mode is OverwriteMode.FAIL_IF_EXISTS:
                         raise PackageExists(
