@@ -13,6 +13,7 @@ runbook tells the operator to.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -184,6 +185,16 @@ def wait_executing_on(cluster: octonodes.Cluster, task_id: int, node: str) -> No
                message=f"task {task_id} to run on {node}")
 
 
+def trail(env: dict, node: str) -> list[tuple[str, str, str | None]]:
+    """What `octonodes events --node NODE` says happened since the node
+    started, oldest first: (action, actor, reason)."""
+    out = subprocess.run(["octonodes", "events", "--node", node, "--json"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    events = [(e["action"], e["actor"], e["reason"]) for e in reversed(json.loads(out))]
+    assert events[0][0] == "node.register", events  # the node as the test started it
+    return events[1:]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_maintenance_runbook(fast_cluster, start_node, runbook_env, tmp_path, mode):
     cluster = fast_cluster
@@ -211,8 +222,16 @@ def test_maintenance_runbook(fast_cluster, start_node, runbook_env, tmp_path, mo
             systemd.adopt(start_node("node-2", wait=False))
 
     log = tmp_path / "maintenance.log"
-    run_runbook("maintenance.md", mode, {**runbook_env, "NODE": "node-2"}, systemd, log,
+    env = {**runbook_env, "NODE": "node-2", "REASON": "kernel upgrade, CHG-1042",
+           "OCTONODES_ACTOR": "alice@ops-1"}
+    run_runbook("maintenance.md", mode, env, systemd, log,
                 during={"octonodes drain": while_draining, '= Drained ]': start_again})
+    assert trail(env, "node-2") == [
+        ("node.drain", "alice@ops-1", "kernel upgrade, CHG-1042"),
+        ("node.stop", "node node-2", None),
+        ("node.register", "node node-2", None),
+        ("node.undrain", "alice@ops-1", "done: kernel upgrade, CHG-1042")]
+    assert "node.undrain" in log.read_text(), "the runbook shows the trail"
 
     done = cluster.task(long_job.id)
     assert (done.state, done.node) == ("Success", "node-2"), done
@@ -252,8 +271,14 @@ def test_retirement_runbook(fast_cluster, start_node, runbook_env, tmp_path, mod
             release.touch()
 
     log = tmp_path / "retirement.log"
-    run_runbook("retirement.md", mode, {**runbook_env, "NODE": "node-3"}, systemd, log,
+    env = {**runbook_env, "NODE": "node-3", "REASON": "host decommissioned",
+           "OCTONODES_ACTOR": "bob@ops-2"}
+    run_runbook("retirement.md", mode, env, systemd, log,
                 during={"octonodes drain": while_draining})
+    assert trail(env, "node-3") == [
+        ("node.drain", "bob@ops-2", "retiring: host decommissioned"),
+        ("node.stop", "node node-3", None),
+        ("node.delete", "bob@ops-2", "host decommissioned")]
 
     done = cluster.task(long_job.id)
     assert (done.state, done.node) == ("Success", "node-3"), done
