@@ -360,7 +360,7 @@ class Worker:
         detail = f"node {self.name} {why}; the task was killed so it cannot run twice"
         for run in self.runs.values():
             run.kill(KillReason.FENCE, detail)
-        self._fence_note = {"cut_off_seconds": round(now - self._last_ok, 1),
+        self._fence_note = {"why": why, "cut_off_seconds": round(now - self._last_ok, 1),
                             "killed_tasks": sorted(self.runs)}
         self._set_live(fenced=True)
 
