@@ -26,85 +26,30 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import signal
 import time
-from dataclasses import dataclass
 from enum import Enum
 
-from .models import Task, TaskState
-from .waker import discard_pending
+from .models import Task
+from .task_events import TaskEvents
+from .task_result import FINAL_REASONS, KillReason, Outcome, OutputBuffer, outcome
 from .watchdog import Watchdog
 
 READ_SIZE = 64 * 1024
-EXIT_POLL = 0.05
-"""Without pidfds (not Linux), how often the loop looks whether a task's
-first process has ended."""
-PIPE_DRAIN_GRACE = 1.0
+PIPE_GRACE = 1.0
 """After a task's first process ends, how long to wait for the pipe's last bytes."""
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
 """Signals a task gets back at their default action: Python ignores SIGPIPE
 and SIGXFSZ, and a node started in the background by a shell ignores SIGINT."""
-TRUNCATION_MARKER = "\n[octonodes: output truncated at {limit} bytes; the rest was dropped]\n"
 
 
-class TaskEvents:
-    """The node loop's one wait: its wake-up pipe, the store's change
-    notifications (when the loop wants them), and the pipes and processes of
-    the tasks it runs, whose events it hands to their `TaskRun`.
+class Phase(Enum):
+    """Where a task's process group is in its life."""
 
-    Straight on epoll (poll where there is none: the same calls, the timeout
-    in ms): each task registers and unregisters two descriptors, and the
-    `selectors` module's bookkeeping would cost the loop more than the
-    system calls do."""
-
-    def __init__(self, wake_fd: int) -> None:
-        if hasattr(select, "epoll"):
-            self._poller, self._read, self._unit = select.epoll(), select.EPOLLIN, 1.0
-        else:
-            self._poller, self._read, self._unit = select.poll(), select.POLLIN, 1000.0
-        self._runs: dict[int, TaskRun | None] = {}  # None: the wake-up or change descriptor
-        self._wake_fd = wake_fd
-        self.register(wake_fd, None)
-        self._change_fd: int | None = None
-        self.polled: set["TaskRun"] = set()  # runs whose end is looked for, not notified
-
-    def register(self, fd: int, run: "TaskRun | None") -> None:
-        self._poller.register(fd, self._read)
-        self._runs[fd] = run
-
-    def unregister(self, fd: int) -> None:
-        self._poller.unregister(fd)
-        del self._runs[fd]
-
-    def wait(self, timeout: float, change_fd: int | None = None) -> None:
-        """Until something is ready or `timeout` passes; hand task events on."""
-        if change_fd != self._change_fd:
-            if self._change_fd is not None:
-                self.unregister(self._change_fd)
-            if change_fd is not None:
-                self.register(change_fd, None)
-            self._change_fd = change_fd
-        if self.polled:
-            timeout = min(timeout, EXIT_POLL)
-        try:
-            ready = self._poller.poll(max(0.0, timeout) * self._unit)
-        except InterruptedError:
-            ready = []
-        now = time.monotonic()
-        runs = self._runs
-        for fd, _ in ready:
-            run = runs.get(fd)  # None too for one unregistered by an earlier handler
-            if run is not None:
-                run.on_ready(fd, now)
-            elif fd == self._wake_fd:
-                discard_pending(fd)
-        for run in list(self.polled):
-            run.poll_exit(now)
-
-    def close(self) -> None:
-        if hasattr(self._poller, "close"):
-            self._poller.close()
+    RUNNING = "running"  # its first process runs
+    EMPTYING = "emptying"  # that process ended; the pipe's last bytes are read
+    ENDED = "ended"  # its exit status read, its group killed; not reaped yet
+    REAPED = "reaped"  # its pid, the group's id, may be someone else's now
 
 
 def _pipe() -> tuple[int, int]:
@@ -178,21 +123,6 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-class KillReason(Enum):
-    TIMEOUT = "timeout"
-    CANCEL = "cancel"
-    SHUTDOWN = "shutdown"
-    FENCE = "fence"
-    ORPHANED = "orphaned"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: TaskState
-    exit_code: int | None
-    error: str | None
-
-
 def base_environment() -> dict[str, str]:
     """The node's environment less OCTONODES_DB (it may hold a password)."""
     return {k: v for k, v in os.environ.items() if k != "OCTONODES_DB"}
@@ -230,15 +160,11 @@ class TaskRun:
         self.pid: int | None = None
         self._events = events
         self._watchdog = watchdog
-        self._pending = bytearray()
-        self._kept = 0
-        self._truncated = False
-        self._pipe: int | None = None  # open until end of file (or the drain grace)
+        self._output = OutputBuffer(log_limit)
+        self._pipe: int | None = None  # open until end of file (or the pipe's grace)
         self._pidfd: int | None = None
-        self._exited = False  # the first process has ended (not reaped yet)
-        self._drain_until: float | None = None
-        self._done = False  # ended, its exit status read
-        self._reaped = False
+        self.phase = Phase.RUNNING
+        self._pipe_grace_until: float | None = None
         self._spawn(task_environment(task, node_name, environment))
 
     def _spawn(self, env: dict[str, str]) -> None:
@@ -254,7 +180,7 @@ class TaskRun:
             os.close(read_fd)
             program = self.task.command[0] if self.task.command else ""
             self.start_error = f"cannot start {program!r}: {_why(program, exc)}"
-            self._done = True
+            self.phase = Phase.ENDED
             return
         finally:
             os.close(write_fd)
@@ -296,7 +222,7 @@ class TaskRun:
         except OSError:
             data = b""
         if data:
-            self._keep(data)
+            self._output.keep(data)
         else:
             self._close_pipe()
 
@@ -316,23 +242,23 @@ class TaskRun:
             return True
 
     def _leader_exited(self, now: float) -> None:
-        self._exited = True
+        self.phase = Phase.EMPTYING
         if self._pipe is not None:
             # Something it started still holds the pipe: end the group, and
             # give the pipe a moment to empty.
             self._signal_group(signal.SIGKILL)
-            self._drain_until = now + PIPE_DRAIN_GRACE
+            self._pipe_grace_until = now + PIPE_GRACE
 
     def _finish_if_over(self, now: float) -> None:
-        if not self._exited or self._done:
+        if self.phase is not Phase.EMPTYING:
             return
         if self._pipe is not None:
-            if now < self._drain_until:
+            if now < self._pipe_grace_until:
                 return
             self._close_pipe()  # something outside the group holds the pipe
         self._signal_group(signal.SIGKILL)  # whatever the first process left behind
         self.returncode = _exit_status(self.pid)
-        self._done = True
+        self.phase = Phase.ENDED
         # Reaped once the watchdog has been told the group is gone: until
         # then its id cannot be reused, so the watchdog never kills a
         # stranger's group.
@@ -346,31 +272,20 @@ class TaskRun:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
-        self._reaped = True
-
-    def _keep(self, data: bytes) -> None:
-        if self._truncated:
-            return
-        room = self.log_limit - self._kept
-        if len(data) > room:
-            data = data[:room] + TRUNCATION_MARKER.format(limit=self.log_limit).encode()
-            self._truncated = True
-        self._kept += min(len(data), room)
-        self._pending += data
+        self.phase = Phase.REAPED
 
     # -- what the node's loop calls --------------------------------------------
 
     def take_output(self) -> bytes:
         """The output gathered since the last call."""
-        data, self._pending = bytes(self._pending), bytearray()
-        return data
+        return self._output.take()
 
     def finished(self) -> bool:
         """Has the task ended, its whole process group with it?"""
-        return self._done
+        return self.phase in (Phase.ENDED, Phase.REAPED)
 
     def _signal_group(self, sig: int) -> None:
-        if self.pid is None or self._reaped:
+        if self.pid is None or self.phase is Phase.REAPED:
             return  # never started, or reaped: its group id may be someone else's now
         try:
             os.killpg(self.pid, sig)
@@ -379,7 +294,7 @@ class TaskRun:
 
     def kill(self, reason: KillReason, detail: str | None = None) -> None:
         """SIGKILL the whole process group now."""
-        if self.kill_reason is None or reason in (KillReason.FENCE, KillReason.ORPHANED):
+        if self.kill_reason is None or reason in FINAL_REASONS:
             self.kill_reason, self.kill_detail = reason, detail
         self._signal_group(signal.SIGKILL)
 
@@ -400,8 +315,8 @@ class TaskRun:
 
     def escalate(self, now: float) -> None:
         """SIGKILL after the grace period of a SIGTERM; kill past the timeout;
-        give up on a pipe held open past its drain grace."""
-        if self._done:
+        give up on a pipe held open past its grace."""
+        if self.finished():
             return
         if self.term_sent_at is not None and now - self.term_sent_at >= self.grace:
             self._signal_group(signal.SIGKILL)
@@ -411,25 +326,6 @@ class TaskRun:
 
     def outcome(self) -> Outcome:
         """The state to record once `finished()`."""
-        if self.pid is None:
-            return Outcome(TaskState.FAILED, None, self.start_error)
-        code = self.returncode
-        exit_code = 128 - code if code is not None and code < 0 else code
-        reason = self.kill_reason
-        if reason is KillReason.TIMEOUT:
-            return Outcome(TaskState.TIMED_OUT, exit_code,
-                           f"killed after its timeout of {self.task.timeout:g}s")
-        if reason is KillReason.CANCEL:
-            return Outcome(TaskState.CANCELED, exit_code, self.kill_detail or "canceled")
-        if reason is KillReason.SHUTDOWN:
-            return Outcome(TaskState.CANCELED, exit_code, "node shut down")
-        if reason in (KillReason.FENCE, KillReason.ORPHANED):
-            return Outcome(TaskState.FAILED, exit_code, self.kill_detail)
-        if code == 0:
-            return Outcome(TaskState.SUCCESS, 0, None)
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
-            return Outcome(TaskState.FAILED, exit_code, f"killed by signal {name}")
-        if code is None:  # reaped by someone else: nothing in octonodes does that
-            return Outcome(TaskState.FAILED, None, "its exit status was lost")
-        return Outcome(TaskState.FAILED, exit_code, f"exited with code {code}")
+        return outcome(started=self.pid is not None, returncode=self.returncode,
+                       kill_reason=self.kill_reason, kill_detail=self.kill_detail,
+                       timeout=self.task.timeout, start_error=self.start_error)

@@ -26,7 +26,9 @@ from pathlib import Path
 from . import __version__
 from .audit import node_actor
 from .errors import DatabaseError, DatabaseReplaced, NotFound, Refused
-from .execute import KillReason, Outcome, TaskEvents, TaskRun, base_environment
+from .execute import TaskRun, base_environment
+from .task_events import TaskEvents
+from .task_result import KillReason, Outcome
 from .livestate import LiveState
 from .models import Node
 from .waker import Waker

@@ -14,7 +14,10 @@ import pytest
 from helpers import pid_alive, wait_until
 from octonodes import execute
 from octonodes import watchdog as watchdog_module
-from octonodes.execute import KillReason, TaskEvents, TaskRun
+from octonodes import task_events
+from octonodes.execute import TaskRun
+from octonodes.task_events import TaskEvents
+from octonodes.task_result import KillReason, Outcome
 from octonodes.models import Task, TaskState
 from octonodes.waker import Waker
 from octonodes.watchdog import Watchdog
@@ -25,7 +28,7 @@ def events(request, monkeypatch):
     if request.param == "polled":
         monkeypatch.setattr(execute, "_pidfd", lambda pid: None)
     if request.param == "no-epoll":
-        monkeypatch.delattr(execute.select, "epoll")
+        monkeypatch.delattr(task_events.select, "epoll")
     waker = Waker()
     events = TaskEvents(waker.fileno())
     yield events
@@ -60,7 +63,7 @@ def run_to_end(events: TaskEvents, run: TaskRun, limit: float = 10,
 def test_output_and_exit_code(events):
     run = start(events, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert run_to_end(events, run) == b"out\nerr\n"
-    assert run.outcome() == execute.Outcome(TaskState.FAILED, 3, "exited with code 3")
+    assert run.outcome() == Outcome(TaskState.FAILED, 3, "exited with code 3")
 
 
 def test_success_and_a_program_that_is_not_there(events, tmp_path):
@@ -86,7 +89,7 @@ def test_a_task_reaped_behind_the_nodes_back_fails_plainly(events):
     run = start(events, ["true"])
     os.waitpid(run.pid, 0)  # as a stray waitpid elsewhere in the process would
     run_to_end(events, run)
-    assert run.outcome() == execute.Outcome(TaskState.FAILED, None, "its exit status was lost")
+    assert run.outcome() == Outcome(TaskState.FAILED, None, "its exit status was lost")
 
 
 def test_a_task_starts_as_a_fresh_program_would(events):
@@ -151,7 +154,7 @@ def test_a_background_child_holding_the_pipe_is_killed_with_the_first_process(ev
     run = start(events, ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; echo started"])
     started = time.monotonic()
     assert run_to_end(events, run) == b"started\n"
-    assert time.monotonic() - started < execute.PIPE_DRAIN_GRACE + 2
+    assert time.monotonic() - started < execute.PIPE_GRACE + 2
     assert run.outcome().state is TaskState.SUCCESS
     child = int(pid_file.read_text())
     wait_until(lambda: not pid_alive(child), 5, message="the background child to die")
