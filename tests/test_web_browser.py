@@ -145,8 +145,8 @@ def test_the_drain_toggle_takes_a_reason_and_the_ping_follows(web_cluster, page)
     assert cli_json(db, "show", "node-1")["status"] in ("Draining", "Drained")
     listed = octonodes(db, "list")
     assert re.search(r"node-1\s.*Drain(ing|ed)", listed.stdout), listed.stdout
-    drained = cluster.events(node="node-1", actions=["node.drain"])[0]
-    assert drained.actor.startswith("key page-admin (") and drained.reason == "kernel patch"
+    drained = cli_json(db, "events", "--node", "node-1", "--action", "node.drain")[0]
+    assert drained["actor"].startswith("key page-admin (") and drained["reason"] == "kernel patch"
     page.get_by_role("link", name="node-1", exact=True).first.click()
     expect(page.locator("#drain-info")).to_contain_text("kernel patch")
     expect(page.locator("#drain-info")).to_contain_text("by key page-admin (")
@@ -157,8 +157,8 @@ def test_the_drain_toggle_takes_a_reason_and_the_ping_follows(web_cluster, page)
     page.locator("#drain-node-1").click()  # back on: no question asked
     node.wait_ping(200, timeout=LIVE)
     expect(page.locator("#drain-node-1")).to_have_attribute("aria-checked", "false")
-    undrained = cluster.events(node="node-1", actions=["node.undrain"])[0]
-    assert undrained.actor.startswith("key page-admin (")
+    undrained = cli_json(db, "events", "--node", "node-1", "--action", "node.undrain")[0]
+    assert undrained["actor"].startswith("key page-admin (")
 
 
 def test_a_tasks_page_follows_its_log_and_shows_the_end(web_cluster, page):
