@@ -13,9 +13,9 @@ and asks for kills; nothing here blocks.
 
 Starting from the loop costs no hand-over between threads: `posix_spawnp`
 (glibc's, built on `vfork`) holds the loop only until the new program is
-loaded (a fraction of a millisecond; a command on a file system that hangs
-would hold it longer, as it would hold any reader of that file system). It
-costs the loop a third of what `subprocess.Popen` does, for the same child:
+loaded (a command on a file system that hangs would hold it longer, as it
+would hold any reader of that file system). It costs the loop much less
+than `subprocess.Popen` does (docs/performance.md), for the same child:
 its own session, stdin from /dev/null, stdout and stderr on one pipe, the
 signals Python ignores back to their defaults, and no descriptor of the
 node's (Python opens them all close-on-exec; `node run` marks what it

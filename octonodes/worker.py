@@ -41,9 +41,9 @@ log = logging.getLogger("octonodes.node")
 
 IDLE_POLL = 0.025
 """Without a change notification from the store, how often a node asks the
-database (cheaply) whether anything changed: each wake-up costs some 0.1 ms of
-CPU, so 40 a second keep an idle node under 1% of a core while a new task
-still starts within ~25 ms."""
+database (cheaply) whether anything changed: often enough that a new task
+starts at once, seldom enough that an idle node costs next to no CPU
+(docs/performance.md has the figures)."""
 NOTIFIED_POLL = 0.25
 """With change notifications (inotify on the SQLite WAL, LISTEN/NOTIFY), the
 loop still turns this often, for timeouts and escalations."""

@@ -66,7 +66,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def _int_array(values: Iterable[int | None]) -> str:
     """An array literal for a `%s::integer[]` (or `bigint[]`) parameter: a
     node sends several with each batch, and psycopg's list dumpers cost it
-    three times as much CPU as this join."""
+    more CPU than this join (docs/performance.md)."""
     return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
 
 
