@@ -95,18 +95,19 @@ while True:
         # read before an end of file or the deadline is acted on), so a busy
         # node's watchdog wakes a few dozen times a second, not once a task.
         time.sleep(0.02)
-        data = os.read(0, 1 << 20)
+        data = os.read(0, 65536)
         if not data:
             break
         *lines, rest = (rest + data).split(b"\n")
         for line in lines:
             sign, value = line[:1], line[1:]
             if sign == b"+":
-                pgid, task = map(int, value.split())
-                groups.add(pgid)
-                starting.discard(task)
+                pgid, _, task = value.partition(b" ")
+                groups.add(int(pgid))
+                if starting:
+                    starting.discard(int(task))
                 if expired:
-                    kill((pgid,))
+                    kill((int(pgid),))
             elif sign == b"-":
                 groups.discard(int(value))
             elif sign == b"?":
