@@ -52,7 +52,7 @@ def test_list_get_download_delete(cluster, start_node, tmp_path):
             response = api.get(f"{PACKAGES}/{bad}{suffix}")
             assert response.status_code == 404, (bad, suffix, response.text)
             assert response.json()["ErrorMessage"]
-    assert api.delete(f"/api/packages/packages-Acme.Web.1.2.3.4").status_code == 204
+    assert api.delete("/api/packages/packages-Acme.Web.1.2.3.4").status_code == 204
     assert api.get(f"{PACKAGES}/packages-Acme.Web.1.2.3.4").status_code == 404
     assert api.delete(f"{PACKAGES}/packages-Acme.Web.1.2.3.4").status_code == 404
     assert [p.file_name for p in cluster.packages()] == [
