@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, NoReturn, TypeVar
+from typing import Callable, Iterator, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -26,6 +26,19 @@ def unavailable(skip_reason: str, in_ci: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(in_ci)
     pytest.skip(skip_reason)
+
+
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (`1m`) mounted at `folder` for as long as the
+    generator runs (root only): a real full disk. For a fixture to yield from."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        unavailable(f"cannot mount a small tmpfs here: {done.stderr.strip()}",
+                    f"CI runs as root and must be able to mount a tmpfs: {done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_WAIT, interval: float = 0.05,

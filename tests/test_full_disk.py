@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
 import pytest
 
 import octonodes
 from conftest import FAST_SETTINGS, wait_status
-from helpers import NodeProcess, unavailable, wait_until
+from helpers import NodeProcess, small_disk, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.only_backend("sqlite")]
 
 
 @pytest.fixture
-def small_disk(tmp_path, backend):
-    """A 4 MiB tmpfs (root only): a real full disk."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        unavailable(f"cannot mount a small tmpfs here: {done.stderr.strip()}",
-                    f"CI runs as root and must be able to mount a tmpfs: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+def disk(tmp_path, backend):
+    """A 4 MiB tmpfs (root only)."""
+    yield from small_disk(tmp_path / "small", "4m")
 
 
 def fill(folder) -> object:
@@ -46,8 +37,8 @@ def fill(folder) -> object:
     return filler
 
 
-def test_a_node_on_a_full_disk_says_what_it_waits_for(small_disk, tmp_path):
-    db = str(small_disk / "cluster.db")
+def test_a_node_on_a_full_disk_says_what_it_waits_for(disk, tmp_path):
+    db = str(disk / "cluster.db")
     cluster = octonodes.open(db, create=True)
     cluster.store.initialize()
     for key, value in FAST_SETTINGS.items():
@@ -60,7 +51,7 @@ def test_a_node_on_a_full_disk_says_what_it_waits_for(small_disk, tmp_path):
         task = cluster.add_task(["sh", "-c", f'while [ ! -e "{gate}" ]; do sleep 0.02; done; '
                                  'head -c 3000000 /dev/urandom | od -An -tx1'])
         wait_until(lambda: cluster.task(task.id).state == "Executing", 10, message="the task to start")
-        filler = fill(small_disk)
+        filler = fill(disk)
         gate.touch()
         node.wait_log("waiting to record 1 task end(s)", timeout=20)
         node.signal(signal.SIGTERM)

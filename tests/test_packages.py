@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import octonodes, unavailable, wait_until
+from helpers import octonodes, small_disk, wait_until
 from http_helpers import (KEY_HEADER, StreamedUpload, multipart_head, shared_package_store,
                           start_http_node, upload)
 from octonodes.packages.upload import WRITE_BLOCK, WRITE_BLOCKS, Incoming
@@ -383,15 +382,7 @@ def test_a_1_gib_upload_streams_in_constant_memory(fast_cluster, start_node, key
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 1 MiB tmpfs (root only): a real full disk."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        unavailable(f"cannot mount a small tmpfs here: {done.stderr.strip()}",
-                    f"CI runs as root and must be able to mount a tmpfs: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    yield from small_disk(tmp_path / "tiny", "1m")
 
 
 @pytest.mark.slow
