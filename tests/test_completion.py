@@ -71,3 +71,11 @@ def test_completion_can_be_installed_for_each_shell():
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result
         assert "_OCTONODES_COMPLETE" in result.stdout, result.stdout
+
+
+def test_a_file_that_is_not_a_database_offers_nothing_and_is_left_alone(tmp_path):
+    junk = tmp_path / "cluster.db"
+    junk.write_bytes(b"\x00not a database" * 64)
+    before = junk.read_bytes()
+    assert complete("bash", "octonodes undrain ", str(junk)).split() == []
+    assert junk.read_bytes() == before and os.listdir(tmp_path) == ["cluster.db"]
