@@ -66,6 +66,19 @@ def whole_number(what: str, low: int, high: int = MAX_WHOLE_NUMBER) -> Callable[
     return parse
 
 
+def integer(what: str) -> Callable[[str], int]:
+    """A parser for an integer the library judges (a task id: one no task can
+    have is "no such task", exit 3); only text that is no integer at all is a
+    usage error here."""
+    def parse(value: str | int) -> int:
+        text = str(value).strip()
+        if text[1:].isdigit() if text[:1] in "+-" else text.isdigit():
+            return int(text)
+        raise ClickUsageError(f"invalid {what} {value!r}: give a whole number")
+
+    return parse
+
+
 def fail(message: str, exit_code: int) -> typer.Exit:
     """Print the one `Error:` line and return the Exit to raise."""
     print(f"Error: {message}", file=sys.stderr)

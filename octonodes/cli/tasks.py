@@ -11,14 +11,14 @@ from ..models import TaskState
 from ..settings import parse_duration
 from ..store.base import TaskSpec
 from . import (MAX_WHOLE_NUMBER, JsonOption, ReasonOption, Typer, app, checked_reason,
-               enum_values, print_json, whole_number)
+               enum_values, integer, print_json, whole_number)
 from .complete import enum_words, node_names
 
 task_app = Typer(help="Queue tasks and follow them.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
 
 TaskId = Annotated[int, typer.Argument(
-    metavar="ID", parser=whole_number("task id", 1), help="The task's id.", show_default=False)]
+    metavar="ID", parser=integer("task id"), help="The task's id.", show_default=False)]
 Duration = "DURATION"
 
 
