@@ -15,7 +15,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import UsageError
 
@@ -164,19 +164,26 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+def _default(key: str, unset: object = "") -> Any:
+    """A setting's default from the table above, parsed (`unset` for none)."""
+    setting = SETTINGS[key]
+    return setting.parse(setting.default) if setting.default else unset
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The settings in force, parsed: durations in seconds, sizes in bytes."""
+    """The settings in force, parsed: durations in seconds, sizes in bytes.
+    The defaults are the table's (`SETTINGS`), parsed."""
 
-    heartbeat_interval: float = 10.0
-    offline_after: float = 60.0
-    queue_timeout: float = 86400.0
-    task_log_limit: int = 1024 * 1024
-    cancel_grace: float = 10.0
-    task_retention: float = 30 * 86400.0
-    package_store: str = ""
-    event_retention: float = 365 * 86400.0
-    trusted_proxies: tuple = ()
+    heartbeat_interval: float = _default("heartbeat_interval")
+    offline_after: float = _default("offline_after")
+    queue_timeout: float = _default("queue_timeout")
+    task_log_limit: int = _default("task_log_limit")
+    cancel_grace: float = _default("cancel_grace")
+    task_retention: float = _default("task_retention")
+    package_store: str = _default("package_store")
+    event_retention: float = _default("event_retention")
+    trusted_proxies: tuple = _default("trusted_proxies", ())
 
     @classmethod
     def from_stored(cls, stored: dict[str, str]) -> "ClusterSettings":

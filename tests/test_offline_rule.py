@@ -101,3 +101,15 @@ def test_the_exchange_reads_offline_after_as_stored(clocked, spelling):
     assert store.exchange("n", "i", [], [], 1)[1]
     clock.advance(2)
     assert not store.exchange("n", "i", [], [], 1)[1]
+
+
+def test_the_defaults_are_the_settings_tables():
+    """Defaults are written once, in the settings table: the parsed settings
+    with nothing stored are exactly the table's defaults, parsed."""
+    from octonodes.settings import SETTINGS
+
+    unset = ClusterSettings.from_stored({})
+    assert unset == ClusterSettings()
+    for key, setting in SETTINGS.items():
+        if setting.default:
+            assert getattr(unset, key) == setting.parse(setting.default), key
