@@ -76,7 +76,7 @@ def test_a_running_node_survives_stored_values_out_of_range(
         fast_cluster, start_node, db, backend):
     node = start_node("node-a")
     wait_status(fast_cluster, "node-a", "Running")
-    write_raw_settings(db, backend, {"offline_after": "400d", "task_log_limit": "lots",
+    write_raw_settings(db, backend, {"offline_after": "99999999999d", "task_log_limit": "lots",
                                      "cancel_grace": "-5s", "queue_timeout": "99999999999d"})
     node.wait_log("the stored value of offline_after is not valid", timeout=10)
     log = node.log()

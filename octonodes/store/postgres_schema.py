@@ -110,11 +110,20 @@ SECONDS = " * interval '1 second'"
 
 def _stored_seconds(key: str) -> str:
     """A duration setting in seconds, read in SQL from its stored spelling
-    (`90`, `90s`, `5m`, `2h`, `1d`), its default when unset."""
+    (`90`, `90s`, `5m`, `2h`, `1d`). As in Python (`settings.cluster_settings`),
+    a value that is unset, does not parse or lies outside the setting's range
+    counts as its default, so no hand-written value can make the statement
+    fail."""
+    setting = SETTINGS[key]
     units = " ".join(f"WHEN '{unit}' THEN {parse_duration('1' + unit):g}" for unit in "smhd")
-    default = parse_duration(SETTINGS[key].default)
-    return (f"coalesce((SELECT rtrim(s.value, 'smhd')::float8 * CASE right(s.value, 1) "
-            f"{units} ELSE 1 END FROM settings s WHERE s.key = '{key}'), {default:g})")
+    default = parse_duration(setting.default)
+    spelled = (f"(SELECT regexp_replace(s.value, '\\s', '', 'g') FROM settings s "
+               f"WHERE s.key = '{key}')")
+    seconds = (f"CASE WHEN v ~ '^[0-9]{{1,15}}(\\.[0-9]{{1,9}})?[smhd]?$' THEN "
+               f"rtrim(v, 'smhd')::float8 * CASE right(v, 1) {units} ELSE 1 END END")
+    return (f"(SELECT CASE WHEN secs BETWEEN {setting.low:g} AND {setting.high:g} THEN secs "
+            f"ELSE {default:g} END FROM (SELECT {seconds} AS secs "
+            f"FROM (SELECT {spelled} AS v) AS spelled) AS parsed)")
 
 
 _OFFLINE_AT_CLAIM = offline_sql("now_", _stored_seconds("offline_after"),
@@ -291,10 +300,14 @@ _V6 = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
+# The exchange reads a stored offline_after that does not parse or is out of
+# range as its default, as the nodes do.
+_V7 = [_EXCHANGE]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 
