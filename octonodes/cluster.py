@@ -497,7 +497,7 @@ class Cluster:
     # -- monitoring ---------------------------------------------------------
 
     def check(self, warn_wait: float = 600.0, *, warn_drained: bool = False) -> CheckResult:
-        """The cluster's health for cron and monitoring (SPEC 5, `check`). A
+        """The cluster's health for cron and monitoring (`octonodes check`). A
         node drained with a reason is planned maintenance: a note, not a
         warning, unless `warn_drained`."""
         nodes = self.store.nodes()

@@ -1,5 +1,5 @@
 """The REST API's routes, in Octopus's shape, each with the role it needs
-(SPEC 10, 11): this table is what a key of each role may do.
+(docs/access.md, docs/api.md): this table is what a key of each role may do.
 
 Space-scoped paths (tasks, packages, events) are served both under
 `/api/Spaces-1/` and without the space. Order matters where a literal

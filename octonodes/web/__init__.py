@@ -1,4 +1,4 @@
-"""The Nodes page in a browser (SPEC 12), served by every node that listens.
+"""The Nodes page in a browser, served by every node that listens.
 
 Server-rendered (Jinja2) pages with a vendored htmx; no build step, nothing
 fetched from elsewhere. `routes()` is added to the node's HTTP app; each
