@@ -181,4 +181,8 @@ def test_ping_stays_fast_while_the_node_uploads_and_runs_tasks_at_its_cap(
     print(f"\nping under load: p50 {timings[len(timings) // 2] * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms, max {timings[-1] * 1000:.1f} ms, "
           f"while {body.size // MiB} MiB were uploaded")
-    assert p99 < 0.25, f"ping p99 was {p99 * 1000:.0f} ms under load"
+    # A ping that waited on the upload, the tasks' output or the database
+    # would take seconds; the ping's speed itself is a benchmark
+    # (bench/run.py: p99 < 50 ms), not a timed test on a shared machine
+    # whose other test workers run browsers and nodes meanwhile.
+    assert p99 < 1.0, f"ping p99 was {p99 * 1000:.0f} ms under load"
