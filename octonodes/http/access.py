@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from ..roles import Role, allows
+from .context import context_of
 from .errors import error_response
 
 API_KEY_HEADER = "X-Octopus-ApiKey"
@@ -82,8 +83,7 @@ def _guarded(endpoint: Endpoint, needed: Role, *, read: bool) -> Endpoint:
         if not key:
             return error_response(401, f"an API key is required in the {API_KEY_HEADER} header "
                                        "(make one with `octonodes apikey add NAME --role ROLE`)")
-        context = request.app.state.context
-        found = await context.call(lambda cluster: cluster.verify_api_key(key))
+        found = await context_of(request).call(lambda cluster: cluster.verify_api_key(key))
         if found is None:
             return error_response(403, "the API key is unknown or revoked")
         if not allows(found.role, needed, read=read):
@@ -118,7 +118,7 @@ def from_trusted_proxy(request: Request) -> bool:
 
 
 def _trusted_proxies(request: Request) -> tuple:
-    settings = getattr(request.app.state.context.worker, "settings", None)
+    settings = getattr(context_of(request).worker, "settings", None)
     return getattr(settings, "trusted_proxies", ()) or ()
 
 

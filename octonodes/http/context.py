@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
+from starlette.requests import Request
 
 from ..cluster import Cluster
 
@@ -71,5 +72,10 @@ class HttpContext:
 
     def close(self) -> None:
         self._db_threads.shutdown(wait=False)
+
+
+def context_of(request: Request) -> HttpContext:
+    """The `HttpContext` of the node serving `request` (the app keeps it in its state)."""
+    return request.app.state.context
 
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from ..audit import Event
 from ..errors import NotFound, UsageError
 from .collections import collection, listed, numbered_id, page_of
+from .context import context_of
 from ..models import iso
 from .nodes import PREFIX as NODE_PREFIX
 from .nodes import node_name
@@ -82,17 +83,13 @@ def _regarding(request: Request) -> dict:
     return found
 
 
-def _context(request: Request):
-    return request.app.state.context
-
-
 async def list_events(request: Request) -> JSONResponse:
     page, regarding = page_of(request), _regarding(request)
     users = listed(request, "users")
     if len(users) > 1:
         raise UsageError("users takes one actor (or part of one)")
     since, until = _time(request, "from"), _time(request, "to")
-    total, events = await _context(request).call(lambda c: c.event_page(
+    total, events = await context_of(request).call(lambda c: c.event_page(
         **regarding, actor=users[0] if users else None, since=since, until=until,
         skip=page.skip, take=page.take))
     return JSONResponse(collection(request, "Event", [event_resource(e) for e in events], total,
@@ -101,4 +98,4 @@ async def list_events(request: Request) -> JSONResponse:
 
 async def get_event(request: Request) -> JSONResponse:
     number = numbered_id(PREFIX, request.path_params["id"], "event")
-    return JSONResponse(event_resource(await _context(request).call(lambda c: c.event(number))))
+    return JSONResponse(event_resource(await context_of(request).call(lambda c: c.event(number))))

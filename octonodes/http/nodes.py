@@ -28,6 +28,7 @@ from ..cluster import Cluster
 from ..errors import UsageError
 from ..models import Node
 from .collections import check_fields, json_object, paged
+from .context import context_of
 from ..models import iso
 from .tasks import task_resource
 
@@ -72,23 +73,19 @@ def node_name(text: str) -> str:
     return text[len(PREFIX):] if text.lower().startswith(PREFIX.lower()) else text
 
 
-def _context(request: Request):
-    return request.app.state.context
-
-
 async def list_nodes(request: Request) -> JSONResponse:
-    nodes = await _context(request).call(lambda c: c.nodes())
+    nodes = await context_of(request).call(lambda c: c.nodes())
     return JSONResponse(paged(request, "OctopusServerNode", [node_resource(n) for n in nodes],
                               TEMPLATE))
 
 
 async def all_nodes(request: Request) -> JSONResponse:
-    nodes = await _context(request).call(lambda c: c.nodes())
+    nodes = await context_of(request).call(lambda c: c.nodes())
     return JSONResponse([node_resource(n) for n in nodes])
 
 
 async def cluster_summary(request: Request) -> JSONResponse:
-    nodes, queue = await _context(request).call(lambda c: (c.nodes(), c.queue_summary()))
+    nodes, queue = await context_of(request).call(lambda c: (c.nodes(), c.queue_summary()))
     return JSONResponse({
         "Nodes": [{key: resource[key] for key in (
             "Id", "Name", "Status", "IsOffline", "IsInMaintenanceMode", "MaxConcurrentTasks",
@@ -101,13 +98,13 @@ async def cluster_summary(request: Request) -> JSONResponse:
 
 async def get_node(request: Request) -> JSONResponse:
     name = node_name(request.path_params["id"])
-    node = await _context(request).call(lambda c: c.node(name, with_tasks=False))
+    node = await context_of(request).call(lambda c: c.node(name, with_tasks=False))
     return JSONResponse(node_resource(node))
 
 
 async def node_details(request: Request) -> JSONResponse:
     name = node_name(request.path_params["id"])
-    node = await _context(request).call(lambda c: c.node(name, with_tasks=True))
+    node = await context_of(request).call(lambda c: c.node(name, with_tasks=True))
     return JSONResponse({"Node": node_resource(node),
                          "RunningTasks": [task_resource(t) for t in node.active_tasks or []],
                          "Links": {"Self": f"{NODES}/{PREFIX}{node.name}/details"}})
@@ -154,11 +151,11 @@ async def update_node(request: Request) -> JSONResponse:
                 cluster.undrain(name, actor=actor)
         return cluster.node(name, with_tasks=False)
 
-    return JSONResponse(node_resource(await _context(request).call(apply)))
+    return JSONResponse(node_resource(await context_of(request).call(apply)))
 
 
 async def delete_node(request: Request) -> Response:
     name = node_name(request.path_params["id"])
     actor = request.state.actor
-    await _context(request).call(lambda c: c.delete(name, force=False, actor=actor))
+    await context_of(request).call(lambda c: c.delete(name, force=False, actor=actor))
     return Response(status_code=204)

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..errors import NotFound
 from ..packages import Package
 from .collections import SPACE_ID, collection, page_of
+from .context import context_of
 from ..models import iso
 
 PREFIX = "packages-"
@@ -57,13 +58,9 @@ def package_key(text: str) -> str:
     return text[len(PREFIX):]
 
 
-def _context(request: Request):
-    return request.app.state.context
-
-
 async def list_packages(request: Request) -> JSONResponse:
     page, contains = page_of(request), request.query_params.get("filter", "")
-    total, packages = await _context(request).call(
+    total, packages = await context_of(request).call(
         lambda c: c.package_page(contains, skip=page.skip, take=page.take))
     return JSONResponse(collection(request, "Package", [package_resource(p) for p in packages],
                                    total, page, TEMPLATE))
@@ -71,7 +68,7 @@ async def list_packages(request: Request) -> JSONResponse:
 
 async def get_package(request: Request) -> JSONResponse:
     key = package_key(request.path_params["id"])
-    return JSONResponse(package_resource(await _context(request).call(lambda c: c.package(key))))
+    return JSONResponse(package_resource(await context_of(request).call(lambda c: c.package(key))))
 
 
 class FileStream(StreamingResponse):
@@ -96,7 +93,7 @@ class FileStream(StreamingResponse):
 
 async def download_package(request: Request) -> Response:
     key = package_key(request.path_params["id"])
-    name, file = await _context(request).call(lambda c: c.open_package(key))
+    name, file = await context_of(request).call(lambda c: c.open_package(key))
     size = (await run_in_threadpool(os.fstat, file.fileno())).st_size
     return FileStream(file, headers={
         "Content-Length": str(size),
@@ -106,6 +103,6 @@ async def download_package(request: Request) -> Response:
 async def delete_package(request: Request) -> Response:
     key = package_key(request.path_params["id"])
     actor = request.state.actor
-    await _context(request).call(
+    await context_of(request).call(
         lambda c: c.delete_package(c.package(key).file_name, actor=actor))
     return Response(status_code=204)

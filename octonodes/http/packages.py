@@ -34,6 +34,7 @@ from ..errors import UsageError
 from ..packages.upload import Incoming
 from ..packages import (OverwriteMode, Package, PackageExists, PackageFolder, PackageName,
                         parse_file_name)
+from .context import context_of
 from .package_files import package_resource
 
 log = logging.getLogger("octonodes.http")
@@ -167,7 +168,7 @@ def _when_done(in_flight: asyncio.Future | None, release) -> None:
 def _journal(request: Request, target: PackageTarget):
     """Records the push in the audit trail, on a database thread, in the
     transaction that makes the package visible."""
-    context, actor = request.app.state.context, request.state.actor
+    context, actor = context_of(request), request.state.actor
 
     def journal(replaces: bool, size: int, publish) -> None:
         name = target.name
@@ -181,7 +182,7 @@ def _journal(request: Request, target: PackageTarget):
 
 async def upload(request: Request) -> Response:
     mode = overwrite_mode(request)
-    context = request.app.state.context
+    context = context_of(request)
     folder = await context.call(lambda cluster: cluster.package_folder())
     try:
         parser = StreamingFormDataParser(request.headers)

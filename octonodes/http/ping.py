@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from ..livestate import LiveState
 from ..models import derive_status
 from ..models import iso
+from .context import context_of
 
 UNAVAILABLE, DRAINED, OK = 503, 418, 200
 NO_STORE = {"Cache-Control": "no-store"}
@@ -53,7 +54,7 @@ def status_name(live: LiveState) -> str:
 
 
 async def ping(request: Request) -> JSONResponse:
-    worker = request.app.state.context.worker
+    worker = context_of(request).worker
     live = worker.live  # one frozen snapshot: read it once
     status = ping_status(live)
     if live is None:

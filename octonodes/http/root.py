@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from .. import __version__
 from ..errors import NotFound
 from .collections import SPACE_ID, listed, paged
+from .context import context_of
 
 APPLICATION = "octonodes"
 API_VERSION = "3.0.0"
@@ -49,7 +50,7 @@ def installation_id(database: str) -> str:
 
 
 async def root(request: Request) -> JSONResponse:
-    database = request.app.state.context.worker.store.display
+    database = context_of(request).worker.store.display
     return JSONResponse({"Application": APPLICATION, "Version": __version__,
                          "ApiVersion": API_VERSION, "InstallationId": installation_id(database),
                          "Links": ROOT_LINKS})

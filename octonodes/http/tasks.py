@@ -24,6 +24,7 @@ from ..settings import parse_duration
 from ..store.base import TaskQuery
 from .collections import (SPACE_ID, check_fields, collection, json_object, listed, numbered_id,
                           page_of)
+from .context import context_of
 from ..models import iso
 
 PREFIX = "ServerTasks-"
@@ -87,10 +88,6 @@ def task_resource(task: Task) -> dict:
     }
 
 
-def _context(request: Request):
-    return request.app.state.context
-
-
 def _query(request: Request) -> TaskQuery:
     states = []
     for text in listed(request, "states"):
@@ -114,7 +111,7 @@ def _query(request: Request) -> TaskQuery:
 
 async def list_tasks(request: Request) -> JSONResponse:
     query, page = _query(request), page_of(request)
-    total, tasks = await _context(request).call(
+    total, tasks = await context_of(request).call(
         lambda c: c.task_page(query, skip=page.skip, take=page.take))
     return JSONResponse(collection(request, "ServerTask", [task_resource(t) for t in tasks],
                                    total, page, TEMPLATE))
@@ -122,7 +119,7 @@ async def list_tasks(request: Request) -> JSONResponse:
 
 async def get_task(request: Request) -> JSONResponse:
     number = task_id(request.path_params["id"])
-    return JSONResponse(task_resource(await _context(request).call(lambda c: c.task(number))))
+    return JSONResponse(task_resource(await context_of(request).call(lambda c: c.task(number))))
 
 
 def _log_text(cluster, number: int) -> tuple[Task, bytes]:
@@ -132,7 +129,7 @@ def _log_text(cluster, number: int) -> tuple[Task, bytes]:
 
 async def task_details(request: Request) -> JSONResponse:
     number = task_id(request.path_params["id"])
-    task, log = await _context(request).call(lambda c: _log_text(c, number))
+    task, log = await context_of(request).call(lambda c: _log_text(c, number))
     text = log.decode("utf-8", errors="replace")
     occurred = iso(task.started_at or task.queued_at)
     activity = {
@@ -154,7 +151,7 @@ async def task_details(request: Request) -> JSONResponse:
 
 async def task_raw(request: Request) -> Response:
     number = task_id(request.path_params["id"])
-    _task, log = await _context(request).call(lambda c: _log_text(c, number))
+    _task, log = await context_of(request).call(lambda c: _log_text(c, number))
     return Response(log, media_type="text/plain; charset=utf-8")
 
 
@@ -197,7 +194,7 @@ def _new_task(doc: dict) -> dict:
 async def create_task(request: Request) -> JSONResponse:
     wanted = _new_task(await json_object(request))
     actor = request.state.actor
-    task = await _context(request).call(lambda c: c.add_task(**wanted, actor=actor))
+    task = await context_of(request).call(lambda c: c.add_task(**wanted, actor=actor))
     resource = task_resource(task)
     return JSONResponse(resource, status_code=201, headers={"Location": resource["Links"]["Self"]})
 
@@ -205,6 +202,6 @@ async def create_task(request: Request) -> JSONResponse:
 async def cancel_task(request: Request) -> JSONResponse:
     number = task_id(request.path_params["id"])
     actor = request.state.actor
-    task, _changed = await _context(request).call(lambda c: c.cancel(number, actor=actor))
+    task, _changed = await context_of(request).call(lambda c: c.cancel(number, actor=actor))
     return JSONResponse(task_resource(task))
 

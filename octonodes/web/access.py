@@ -25,6 +25,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..http.access import client_address, from_trusted_proxy
+from ..http.context import context_of
 from ..roles import Role, allows
 from ..sessions import Session
 
@@ -35,10 +36,6 @@ SIGN_IN = "/signin"
 SAFE_METHODS = ("GET", "HEAD")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def context(request: Request):
-    return request.app.state.context
 
 
 def over_tls(request: Request) -> bool:
@@ -98,7 +95,7 @@ def page(path: str, endpoint: Endpoint, *, methods: tuple[str, ...] = ("GET",),
             cookie = request.cookies.get(COOKIE, "")
             session = None
             if cookie:
-                session = await context(request).call(
+                session = await context_of(request).call(
                     lambda c: c.sessions().check(cookie, used=not refresh))
             if session is None:
                 return _signed_out(request)

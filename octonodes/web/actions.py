@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..cluster import Cluster
 from ..errors import UsageError
-from .access import context
+from ..http.context import context_of
 from .pages import SECURITY_HEADERS, common, html, task_id_of
 from .templating import render
 
@@ -36,7 +36,7 @@ def _reason(request: Request, form: FormData) -> str | None:
 async def _act(request: Request, change: Callable[[Cluster, str, str | None], object]) -> Response:
     form = await request.form()
     who, why = request.state.actor, _reason(request, form)
-    await context(request).call(lambda c: change(c, who, why))
+    await context_of(request).call(lambda c: change(c, who, why))
     request.app.state.web.views.forget()
     return RedirectResponse(local_path(form.get("next")), status_code=303,
                             headers=SECURITY_HEADERS)

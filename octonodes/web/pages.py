@@ -13,9 +13,10 @@ from starlette.responses import HTMLResponse, Response
 
 from ..cluster import Cluster
 from ..errors import UsageError
+from ..http.context import context_of
 from ..roles import Role, allows
 from . import views
-from .access import context, session_of
+from .access import session_of
 from .live import REFRESH
 from .templating import render
 
@@ -65,7 +66,7 @@ def _live_url(request: Request, fingerprint: str) -> str:
 
 async def _show(request: Request, key: Hashable, load: Callable[[Cluster], views.View],
                 template: str, live: bool, **values) -> Response:
-    view = await request.app.state.web.views.get(context(request), key, load)
+    view = await request.app.state.web.views.get(context_of(request), key, load)
     if live and request.query_params.get("v") == view.fingerprint:
         return Response(status_code=204, headers=SECURITY_HEADERS)
     values.update(common(request), view=view, live_url=_live_url(request, view.fingerprint))
@@ -123,7 +124,7 @@ def tasks_page(live: bool = False):
 def task_page(live: bool = False):
     async def task(request: Request) -> Response:
         task_id = task_id_of(request)
-        log = None if live else await context(request).call(lambda c: views.log_part(c, task_id))
+        log = None if live else await context_of(request).call(lambda c: views.log_part(c, task_id))
         return await _show(request, ("task", task_id), lambda c: views.task_view(c, task_id),
                            "task.html", live, page_title=f"Task {task_id}", log=log)
     return task
@@ -146,14 +147,14 @@ async def task_log(request: Request) -> Response:
     task_id = task_id_of(request)
     after = request.query_params.get("after", "0")
     after = int(after) if after.isdigit() and len(after) < 12 else 0
-    log = await context(request).call(lambda c: views.log_part(c, task_id, after))
+    log = await context_of(request).call(lambda c: views.log_part(c, task_id, after))
     if not log.text and not log.ended:
         return Response(status_code=204, headers=SECURITY_HEADERS)
     return html(render("log_more.html", log=log, task_id=task_id, refresh_ms=int(REFRESH * 1000)))
 
 
 async def settings_page(request: Request) -> Response:
-    view = await context(request).call(views.settings_view)
+    view = await context_of(request).call(views.settings_view)
     return html(render("settings.html", view=view, page_title="Settings", **common(request)))
 
 

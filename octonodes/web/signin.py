@@ -15,8 +15,9 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ..http.context import context_of
 from ..roles import Role
-from .access import COOKIE, clear_session_cookie, context, over_tls, set_session_cookie
+from .access import COOKIE, clear_session_cookie, over_tls, set_session_cookie
 from .actions import local_path
 from .pages import SECURITY_HEADERS, html
 from .templating import render
@@ -67,7 +68,7 @@ async def sign_in(request: Request) -> Response:
             return key, None
         return key, cluster.sessions().start(key)
 
-    key, cookie = await context(request).call(start)
+    key, cookie = await context_of(request).call(start)
     if key is None:
         return _form(request, 403, "That API key is unknown or revoked.")
     if cookie is None:
@@ -81,7 +82,7 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     cookie = request.cookies.get(COOKIE, "")
-    await context(request).call(lambda c: c.sessions().end(cookie))
+    await context_of(request).call(lambda c: c.sessions().end(cookie))
     response = RedirectResponse("/signin", status_code=303, headers=SECURITY_HEADERS)
     clear_session_cookie(request, response)
     return response
