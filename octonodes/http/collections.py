@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from ..errors import NotFound, UsageError
+from .context import context_of
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
 
 DEFAULT_TAKE = 30
 TAKE_ALL = 2_147_483_647
@@ -86,6 +91,17 @@ def paged(request: Request, item_type: str, items: list[dict], template: str) ->
     page = page_of(request)
     return collection(request, item_type, items[page.skip:page.skip + page.take], len(items), page,
                       template)
+
+
+async def database_page(request: Request, item_type: str, template: str,
+                        fetch: Callable[[Cluster, Page], tuple[int, list]],
+                        resource: Callable[[Any], dict]) -> dict:
+    """The collection of a list the database pages (tasks, packages, events):
+    `fetch(cluster, page)` gives the total and the page's items, on a
+    database thread; `resource` makes each item a resource."""
+    page = page_of(request)
+    total, items = await context_of(request).call(lambda cluster: fetch(cluster, page))
+    return collection(request, item_type, [resource(i) for i in items], total, page, template)
 
 
 def numbered_id(prefix: str, text: str, what: str) -> int:

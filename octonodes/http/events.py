@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from ..audit import Event
 from ..errors import NotFound, UsageError
-from .collections import collection, listed, numbered_id, page_of
+from .collections import database_page, listed, numbered_id
 from .context import context_of
 from ..models import iso
 from .nodes import PREFIX as NODE_PREFIX
@@ -84,16 +84,16 @@ def _regarding(request: Request) -> dict:
 
 
 async def list_events(request: Request) -> JSONResponse:
-    page, regarding = page_of(request), _regarding(request)
+    regarding = _regarding(request)
     users = listed(request, "users")
     if len(users) > 1:
         raise UsageError("users takes one actor (or part of one)")
     since, until = _time(request, "from"), _time(request, "to")
-    total, events = await context_of(request).call(lambda c: c.event_page(
-        **regarding, actor=users[0] if users else None, since=since, until=until,
-        skip=page.skip, take=page.take))
-    return JSONResponse(collection(request, "Event", [event_resource(e) for e in events], total,
-                                   page, TEMPLATE))
+    return JSONResponse(await database_page(
+        request, "Event", TEMPLATE,
+        lambda c, page: c.event_page(**regarding, actor=users[0] if users else None, since=since,
+                                     until=until, skip=page.skip, take=page.take),
+        event_resource))
 
 
 async def get_event(request: Request) -> JSONResponse:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import NotFound
 from ..packages import Package
-from .collections import SPACE_ID, collection, page_of
+from .collections import SPACE_ID, database_page
 from .context import context_of
 from ..models import iso
 
@@ -59,11 +59,10 @@ def package_key(text: str) -> str:
 
 
 async def list_packages(request: Request) -> JSONResponse:
-    page, contains = page_of(request), request.query_params.get("filter", "")
-    total, packages = await context_of(request).call(
-        lambda c: c.package_page(contains, skip=page.skip, take=page.take))
-    return JSONResponse(collection(request, "Package", [package_resource(p) for p in packages],
-                                   total, page, TEMPLATE))
+    contains = request.query_params.get("filter", "")
+    return JSONResponse(await database_page(
+        request, "Package", TEMPLATE,
+        lambda c, page: c.package_page(contains, skip=page.skip, take=page.take), package_resource))
 
 
 async def get_package(request: Request) -> JSONResponse:

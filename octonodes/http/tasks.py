@@ -22,8 +22,8 @@ from ..errors import NotFound, UsageError
 from ..models import Task, TaskState
 from ..settings import parse_duration
 from ..store.base import TaskQuery
-from .collections import (SPACE_ID, check_fields, collection, json_object, listed, numbered_id,
-                          page_of)
+from .collections import (SPACE_ID, check_fields, database_page, json_object, listed,
+                          numbered_id)
 from .context import context_of
 from ..models import iso
 
@@ -110,11 +110,10 @@ def _query(request: Request) -> TaskQuery:
 
 
 async def list_tasks(request: Request) -> JSONResponse:
-    query, page = _query(request), page_of(request)
-    total, tasks = await context_of(request).call(
-        lambda c: c.task_page(query, skip=page.skip, take=page.take))
-    return JSONResponse(collection(request, "ServerTask", [task_resource(t) for t in tasks],
-                                   total, page, TEMPLATE))
+    query = _query(request)
+    return JSONResponse(await database_page(
+        request, "ServerTask", TEMPLATE,
+        lambda c, page: c.task_page(query, skip=page.skip, take=page.take), task_resource))
 
 
 async def get_task(request: Request) -> JSONResponse:
