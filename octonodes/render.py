@@ -121,11 +121,18 @@ def drain_reason_text(node: Node) -> str:
     return f"{node.drain_reason or 'no reason given'} ({node.drained_by})"
 
 
-def node_detail(node: Node, now: datetime) -> Table:
+def _detail(rows: list[tuple[str, RenderableType]]) -> Table:
+    """One thing in full: a bold label and its value a line."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    rows = [
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+def node_detail(node: Node, now: datetime) -> Table:
+    return _detail([
         ("Name", node.name),
         ("Status", status_text(node, now)),
         ("Last seen", f"{ago(now, node.last_seen)} ({_when(node.last_seen)})"),
@@ -142,10 +149,7 @@ def node_detail(node: Node, now: datetime) -> Table:
         ("HTTP", node.http_address or "-"),
         ("Version", node.version or "-"),
         ("Check-in", f"every {node.heartbeat_interval:g}s" if node.heartbeat_interval else "-"),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
+    ])
 
 
 def tasks_table(tasks: Iterable[Task], now: datetime, title: str | None = None) -> Table:
@@ -171,10 +175,7 @@ def run_time(task: Task, now: datetime) -> str:
 def task_detail(task: Task, now: datetime) -> Table:
     import shlex
 
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
+    return _detail([
         ("Id", str(task.id)),
         ("Name", task.name),
         ("State", Text(task.state.value, style=STATE_STYLES[task.state])),
@@ -188,10 +189,7 @@ def task_detail(task: Task, now: datetime) -> Table:
         ("Exit code", "-" if task.exit_code is None else str(task.exit_code)),
         ("Timeout", f"{task.timeout:g}s" if task.timeout else "-"),
         ("Error", task.error or "-"),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
+    ])
 
 
 def settings_table(rows: list[tuple[str, str, bool, str]], db: str) -> Table:
