@@ -48,10 +48,12 @@ class HttpNode:
         return self.ping()
 
 
-def start_http_node(start_node, name: str, *extra: str, env: dict | None = None) -> HttpNode:
-    """A real `node run --listen 127.0.0.1:<free port>`, answering its ping."""
+def start_http_node(start_node, name: str, *extra: str, env: dict | None = None,
+                    host: str = "127.0.0.1") -> HttpNode:
+    """A real `node run --listen 127.0.0.1:<free port>`, answering its ping
+    (`host="[::]"` listens on IPv6 and IPv4; the node is still called on 127.0.0.1)."""
     port = free_port()
-    process = start_node(name, "--listen", f"127.0.0.1:{port}", *extra, env=env)
+    process = start_node(name, "--listen", f"{host}:{port}", *extra, env=env)
     node = HttpNode(process, f"http://127.0.0.1:{port}")
     wait_until(lambda: node.ping_status() is not None, 10, message=f"{name} to answer HTTP")
     return node

@@ -144,6 +144,21 @@ def test_keys_guard_the_nodes_api(fast_cluster, start_node):
 
 
 @pytest.mark.slow
+def test_an_ipv4_proxy_is_trusted_by_a_node_listening_on_ipv6(fast_cluster, start_node):
+    """Listening on [::], a node sees an IPv4 peer as `::ffff:127.0.0.1`; a
+    trusted 127.0.0.0/8 covers it, so the audit trail names the client that
+    the proxy's X-Forwarded-For names."""
+    fast_cluster.set_setting("trusted_proxies", "127.0.0.0/8")
+    node = start_http_node(start_node, "node-1", host="[::]")
+    _, key = fast_cluster.add_api_key("ops", "operator")
+    changed = httpx.put(f"{node.url}{NODES}/node-1", json={"IsInMaintenanceMode": True},
+                        headers={KEY_HEADER: key, "X-Forwarded-For": "203.0.113.9"})
+    assert changed.status_code == 200, changed.text
+    [event] = fast_cluster.events(node="node-1", actions=["node.drain"])
+    assert event.actor == "key ops (203.0.113.9)"
+
+
+@pytest.mark.slow
 def test_nodes_list_get_details_put_delete(fast_cluster, start_node, tmp_path):
     one = start_http_node(start_node, "node-1", "--cap", "2")
     two = start_http_node(start_node, "node-2")

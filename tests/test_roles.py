@@ -149,28 +149,43 @@ def test_a_revoked_key_is_refused_on_its_next_request(cluster):
         context.close()
 
 
-def test_the_client_address_comes_from_forwarded_for_only_through_a_trusted_proxy(cluster):
-    """The test client's peer is `testclient`, not an address: it is never
-    trusted, so X-Forwarded-For from it is ignored; from a trusted proxy the
-    last untrusted hop is the client."""
+def _client_address(peer: str, forwarded: str | None = None, trusted: str = "10.0.0.0/8") -> str:
+    """The client address a node derives for a request from `peer` carrying
+    `X-Forwarded-For: forwarded`, with `trusted_proxies` set to `trusted`."""
     from starlette.requests import Request
 
     from octonodes.http.access import client_address
     from octonodes.settings import parse_proxies
 
-    settings = ClusterSettings(trusted_proxies=parse_proxies("10.0.0.0/8"))
+    settings = ClusterSettings(trusted_proxies=parse_proxies(trusted))
     app = SimpleNamespace(state=SimpleNamespace(context=SimpleNamespace(
         worker=SimpleNamespace(settings=settings))))
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return client_address(Request({"type": "http", "client": (peer, 1234), "headers": headers,
+                                    "app": app}))
 
-    def request(peer, forwarded=None):
-        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
-        return Request({"type": "http", "client": (peer, 1234), "headers": headers, "app": app})
 
-    assert client_address(request("192.0.2.7", "203.0.113.9")) == "192.0.2.7"  # not trusted
-    assert client_address(request("10.1.2.3", "203.0.113.9")) == "203.0.113.9"
-    assert client_address(request("10.1.2.3", "198.51.100.1, 203.0.113.9, 10.9.9.9")) == "203.0.113.9"
-    assert client_address(request("10.1.2.3", "not-an-address")) == "10.1.2.3"
-    assert client_address(request("10.1.2.3")) == "10.1.2.3"
+def test_the_client_address_comes_from_forwarded_for_only_through_a_trusted_proxy():
+    """The test client's peer is `testclient`, not an address: it is never
+    trusted, so X-Forwarded-For from it is ignored; from a trusted proxy the
+    last untrusted hop is the client."""
+    assert _client_address("192.0.2.7", "203.0.113.9") == "192.0.2.7"  # not trusted
+    assert _client_address("10.1.2.3", "203.0.113.9") == "203.0.113.9"
+    assert _client_address("10.1.2.3", "198.51.100.1, 203.0.113.9, 10.9.9.9") == "203.0.113.9"
+    assert _client_address("10.1.2.3", "not-an-address") == "10.1.2.3"
+    assert _client_address("10.1.2.3") == "10.1.2.3"
+
+
+def test_an_ipv4_mapped_peer_or_hop_matches_a_trusted_ipv4_network():
+    """A socket listening on both IPv6 and IPv4 (`--listen [::]:8080`) shows
+    an IPv4 peer as `::ffff:10.0.0.1`: it is the trusted 10.0.0.1 all the same."""
+    assert _client_address("::ffff:10.0.0.1", "203.0.113.9") == "203.0.113.9"
+    assert _client_address("::ffff:10.0.0.1", "203.0.113.9, ::ffff:10.9.9.9") == "203.0.113.9"
+    assert _client_address("::ffff:192.0.2.7", "203.0.113.9") == "::ffff:192.0.2.7"  # not trusted
+    # A proxy written in its mapped form is still matched as written.
+    assert _client_address("::ffff:10.0.0.1", "203.0.113.9", trusted="::ffff:10.0.0.1") == "203.0.113.9"
+    # An IPv4 network does not take in IPv6 addresses that merely end alike.
+    assert _client_address("2001:db8::a00:1", "203.0.113.9") == "2001:db8::a00:1"
 
 
 def test_apikey_add_takes_a_role_and_list_shows_it_with_last_use(cluster):

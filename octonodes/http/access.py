@@ -19,7 +19,8 @@ what the audit trail records of the changes it makes. The address is the
 peer's, or, when the peer is one of the `trusted_proxies` (a setting), the
 client that `X-Forwarded-For` names: the last address in it that is not
 itself a trusted proxy. From anyone else the header is ignored, since any
-client can write it.
+client can write it. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) matches
+a trusted IPv4 network as the IPv4 address it carries.
 """
 
 from __future__ import annotations
@@ -131,8 +132,13 @@ def _is_address(text: str) -> bool:
 
 
 def _within(address: str, networks: tuple) -> bool:
+    """Whether `address` is in one of `networks`. An IPv4-mapped IPv6 address
+    (`::ffff:10.0.0.1`, how a socket listening on both IPv6 and IPv4 shows an
+    IPv4 peer) is also matched as the IPv4 address it carries."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in networks if net.version == ip.version)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    forms = (ip, mapped) if mapped else (ip,)
+    return any(form in net for form in forms for net in networks if net.version == form.version)
