@@ -1,17 +1,14 @@
-"""What both SQL backends do with the same statements.
+"""What both SQL backends do with the same statements: settings, nodes,
+tasks and ending a lost node's tasks; with `sql_access` (API keys, the audit
+trail) and `sql_sessions` (the web page's sessions), everything they share.
 
-A statement here differs between SQLite and PostgreSQL only in what each
-backend's class names: its placeholder (`P`), the cluster's time (`NOW`, a
-parameter or the server's clock), how a number becomes seconds (`SECONDS`),
-row locks (`FOR_UPDATE`), and how a stored time or command reads back.
-Backends keep connecting, translating errors, notifications, the claim and
-the exchange, registration and reap's locking.
+`sql_backend.SqlBackend` names what a statement may differ in between the
+two. Backends keep connecting, translating errors, notifications, adding
+tasks, the claim and the exchange, registration and reap's locking.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -21,7 +18,7 @@ from ..errors import NotFound
 from ..models import Node, Task, TaskState, make_node
 from ..settings import ClusterSettings, validate_setting
 from . import common
-from .base import CheckIn, QueueSummary, Store, TaskQuery
+from .records import CheckIn, QueueSummary, TaskQuery
 from .sql_access import SqlAccess
 from .sql_sessions import SqlSessions
 
@@ -38,77 +35,8 @@ NODE_COLUMNS = """n.name, n.task_cap, n.drain, n.shutting_down, n.last_seen, n.s
 NODE_TIMES = ("last_seen", "started_at", "stopped_at", "drained_at")
 
 
-class SqlStore(SqlAccess, SqlSessions, Store):
+class SqlStore(SqlAccess, SqlSessions):
     """The statements and rules both SQL backends share."""
-
-    P: str
-    """The placeholder: `?` or `%s`."""
-    NOW: str
-    """SQL for the cluster's time; takes one argument, `_now_arg()`."""
-    SECONDS: str
-    """What follows a number to make it a duration to add to a stored time."""
-    FOR_UPDATE: str
-    """Locks the rows a SELECT reads until the transaction ends ("" where the
-    write transaction holds the whole database)."""
-    CONTAINS: str
-    """`column contains argument`, case-blind, as a format with `{}` for the column."""
-    NAME_LIKE: str
-    """`name` matches a `common.like_pattern`, case-blind."""
-
-    # -- what each backend provides ------------------------------------------
-
-    @abstractmethod
-    def _write(self) -> AbstractContextManager[Any]:
-        """A write transaction; yields what `execute(sql, args)` is called on."""
-
-    @abstractmethod
-    def _read(self) -> AbstractContextManager[Any]:
-        """A read transaction: several statements see one snapshot."""
-
-    @abstractmethod
-    def _reading(self) -> AbstractContextManager[Any]:
-        """Statements that stand alone."""
-
-    @abstractmethod
-    def _rows(self, cx: Any, sql: str, args: tuple | list = ()) -> list[Mapping]:
-        """Run a statement and return its rows, read by column name."""
-
-    @abstractmethod
-    def _now_arg(self) -> Any:
-        """The argument for `NOW`."""
-
-    @abstractmethod
-    def _stored_time(self, value: datetime) -> Any:
-        """A time as the database stores it."""
-
-    @abstractmethod
-    def _time(self, value: Any) -> datetime | None:
-        """A stored time as an aware datetime."""
-
-    @abstractmethod
-    def _command(self, value: Any) -> list[str]:
-        """A stored command as a list."""
-
-    @abstractmethod
-    def _event(self, cx: Any, change: Change, action: Action, target: str, **fields) -> None:
-        """Record a change in the caller's transaction: both or neither."""
-
-    def _now_in(self, cx: Any) -> datetime:
-        """The cluster's time, as the transaction `cx` sees it."""
-        return self.now()
-
-    def _notify(self, cx: Any, what: str) -> None:
-        """Tell waiting stores of a change, at commit (where the backend can)."""
-
-    def _lock_node(self, cx: Any, name: str) -> None:
-        """Lock a node's row for this transaction, where rows can be locked."""
-
-    def _lock_settings(self, cx: Any) -> None:
-        """Make setting writers take turns, where the transaction does not already."""
-
-    def _lost_lock(self, skip_locked: bool) -> str:
-        """What locks the tasks `_end_lost` ends, where rows can be locked."""
-        return ""
 
     # -- settings -------------------------------------------------------------
 
@@ -207,15 +135,20 @@ class SqlStore(SqlAccess, SqlSessions, Store):
             self._event(cx, Change(node_actor(name)), Action.NODE_FENCE, name, node=name,
                         details={"instance": instance_id, **details})
 
+    def _node_field(self, cx: Any, name: str, column: str) -> Any:
+        """One stored field of a node, its row locked until the transaction
+        ends (where rows can be locked); NotFound for an unknown node."""
+        row = self._rows(cx, f"SELECT {column} FROM nodes WHERE name = {self.P}{self.FOR_UPDATE}",
+                         (name,))
+        if not row:
+            raise NotFound(f"no node named {name!r}")
+        return row[0][column]
+
     def set_drain(self, name: str, on: bool, change: Change | None = None) -> bool:
         change = change or audit.change(None)
         P = self.P
         with self._write() as cx:
-            row = self._rows(cx, f"SELECT drain FROM nodes WHERE name = {P}{self.FOR_UPDATE}",
-                             (name,))
-            if not row:
-                raise NotFound(f"no node named {name!r}")
-            was = bool(row[0]["drain"])
+            was = bool(self._node_field(cx, name, "drain"))
             if was != on:
                 cx.execute(
                     f"""UPDATE nodes SET drain = {P}, drain_reason = {P}, drained_by = {P},
@@ -230,11 +163,7 @@ class SqlStore(SqlAccess, SqlSessions, Store):
     def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
         P = self.P
         with self._write() as cx:
-            row = self._rows(cx, f"SELECT task_cap FROM nodes WHERE name = {P}{self.FOR_UPDATE}",
-                             (name,))
-            if not row:
-                raise NotFound(f"no node named {name!r}")
-            old = row[0]["task_cap"]
+            old = self._node_field(cx, name, "task_cap")
             if old != cap:
                 cx.execute(f"UPDATE nodes SET task_cap = {P} WHERE name = {P}", (cap, name))
                 self._event(cx, change or audit.change(None), Action.NODE_CAP, name,

@@ -1,35 +1,23 @@
 """API keys and the audit trail, in the statements both SQL backends share
-(`sql.SqlStore` says what each backend provides)."""
+(`sql_backend.SqlBackend` says what each backend provides)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from .. import audit
 from ..audit import Action, Change, Event, EventFilter
 from ..errors import NotFound, Refused
 from ..roles import Role
 from . import audit_sql
-from .base import ApiKey
+from .records import ApiKey
+from .sql_backend import SqlBackend
 
 KEY_COLUMNS = "name, created_at, revoked_at, role, last_used_at"
 
 
-class SqlAccess:
+class SqlAccess(SqlBackend):
     """Who may use the cluster over HTTP, and what was done to it."""
-
-    P: str
-    NOW: str
-    SECONDS: str
-    FOR_UPDATE: str
-    CONTAINS: str
-    _write: Callable[[], Any]
-    _reading: Callable[[], Any]
-    _rows: Callable[..., list[Mapping]]
-    _now_arg: Callable[[], Any]
-    _stored_time: Callable[[Any], Any]
-    _time: Callable[[Any], Any]
-    _event: Callable[..., None]
 
     # -- API keys -------------------------------------------------------------
 

@@ -1,30 +1,26 @@
 """The web page's sessions (see `octonodes.sessions`), in the statements
-both SQL backends share (`sql.SqlStore` says what each backend provides)."""
+both SQL backends share (`sql_backend.SqlBackend` says what each backend
+provides)."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
-from .base import ApiKey
+from .records import ApiKey
 from .sql_access import KEY_COLUMNS
+from .sql_backend import SqlBackend
 
 SECRET_KEY = "web_secret"
 """The `meta` row holding the key that signs session cookies."""
 SESSION_KEY_COLUMNS = ", ".join(f"k.{c.strip()}" for c in KEY_COLUMNS.split(","))
 
 
-class SqlSessions:
+class SqlSessions(SqlBackend):
     """Sessions by the hash of their token, each tied to an API key."""
 
-    P: str
-    NOW: str
-    SECONDS: str
-    _write: Callable[[], Any]
-    _reading: Callable[[], Any]
-    _rows: Callable[..., list[Mapping]]
-    _now_arg: Callable[[], Any]
     _api_key: Callable[[Mapping], ApiKey]
+    """`SqlAccess` reads a key's row."""
 
     def web_secret(self) -> str:
         P = self.P
