@@ -9,7 +9,8 @@ from . import nodelog
 from .errors import UsageError
 from .execute import close_inherited, mute_child_exits
 from .store import open_store
-from .worker import WORKER_BUSY_TIMEOUT, Worker
+from .node.liveness import WORKER_BUSY_TIMEOUT
+from .node.loop import Worker
 
 log = logging.getLogger("octonodes.node")
 

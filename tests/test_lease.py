@@ -17,7 +17,7 @@ import pytest
 from conftest import wait_status
 from helpers import octonodes, pid_alive, read_pid, wait_until
 from http_helpers import start_http_node
-from octonodes.worker import fence_after
+from octonodes.node.liveness import fence_after
 
 pytestmark = pytest.mark.slow
 

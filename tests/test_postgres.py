@@ -32,12 +32,13 @@ from conftest import BACKENDS, FAST_SETTINGS, PG_BASE, _pg_admin, pg_schema, wai
 from helpers import FakeClock, NodeProcess, octonodes as run_cli, unavailable, wait_until
 from http_helpers import KEY_HEADER, NODES, start_http_node
 from octonodes.errors import DatabaseBusy, DatabaseError
+from octonodes.node.liveness import WORKER_BUSY_TIMEOUT
+from octonodes.node.loop import Worker
 from octonodes.settings import SETTINGS, parse_duration
 from octonodes.store.base import Finish, LogChunk, Registration
 from octonodes.store.postgres import PostgresStore
 from octonodes.store.postgres_listen import TASK_ENDS, channel_for
 from octonodes.store.postgres_schema import REGISTERING_LOCK, WAITING_LOCK
-from octonodes.worker import WORKER_BUSY_TIMEOUT, Worker
 
 SKEW = 300.0
 """How far ahead the skewed "host" runs: five minutes, far past offline_after."""
@@ -330,8 +331,7 @@ def test_tasks_claimed_as_the_connection_broke_still_run_exactly_once(cluster, d
         assert Counter(int(line) for line in record.read_text().split()) == \
             Counter(t.id for t in tasks)
     finally:
-        worker.stop_requests = 1
-        worker.wake.set()
+        worker.stop.request_stop()
         loop.join(10)
         store.close()
     assert not loop.is_alive()

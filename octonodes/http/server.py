@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from .. import web
 from ..errors import CannotListen
+from ..node.shutdown import Shutdown
 from .access import route
 from .api import api_routes
 from .context import HttpContext
@@ -165,11 +166,11 @@ class NodeServer:
         worker = self.context.worker
         self._server.should_exit = True
         deadline = None
-        if worker.exit_code != 0 or worker.stop_requests != 1:
+        if worker.exit_code != 0 or worker.stop.state is not Shutdown.WARM:
             deadline = time.monotonic() + STOP_GRACE
         told = False
         while self._thread.is_alive():
-            if deadline is None and worker.stop_requests >= 2:
+            if deadline is None and worker.stop.cold:
                 deadline = time.monotonic()
             if deadline is not None and time.monotonic() >= deadline:
                 break
