@@ -201,14 +201,28 @@ class WriteLock:
         self.conn.close()
 
 
+def react_while_locked(node: Node, path: str, caplog) -> None:
+    """A turn that looks at others' commits while another connection holds
+    the write lock: a node that may claim nothing does not ask (a claim would
+    fail and say so), so a full or drained node costs the others no lock."""
+    lock = WriteLock(path)
+    try:
+        node.react()
+    finally:
+        lock.release()
+    assert "cannot claim" not in caplog.text, "a node that may claim nothing asked the database"
+
+
 # -- claims: cap and drain ------------------------------------------------------------
 
 
-def test_claims_up_to_the_cap_and_each_end_makes_room_for_one(cluster, start):
+def test_claims_up_to_the_cap_and_each_end_makes_room_for_one(cluster, start, path, caplog):
     node = start(cap=3)
-    ids = add(cluster, 5)
+    ids = add(cluster, 4)
     node.turn()
     assert node.running() == ids[:3]
+    ids += add(cluster, 1)
+    react_while_locked(node, path, caplog)
     assert states(cluster, ids) == ["Executing"] * 3 + ["Queued"] * 2
     node.end(ids[0])
     node.turn()  # recorded at once? no: others run; the end waits its window
@@ -222,6 +236,7 @@ def test_a_lowered_cap_claims_nothing_and_kills_nothing_until_there_is_room(clus
     ids = add(cluster, 8)
     node.turn()
     cluster.set_cap("node-1", 1)
+    node.react()
     node.react()
     assert node.worker.live.task_cap == 1
     assert node.running() == ids[:3]
@@ -238,14 +253,14 @@ def test_a_lowered_cap_claims_nothing_and_kills_nothing_until_there_is_room(clus
     assert node.running() == ids[3:7]
 
 
-def test_a_drained_node_claims_nothing_until_undrained(cluster, start):
+def test_a_drained_node_claims_nothing_until_undrained(cluster, start, path, caplog):
     node = start(cap=2)
     cluster.drain("node-1")
-    ids = add(cluster, 3)
     node.turn()
-    node.turn()
-    assert node.running() == []
     assert node.worker.live.drain
+    ids = add(cluster, 3)
+    react_while_locked(node, path, caplog)
+    assert node.running() == []
     cluster.undrain("node-1")
     node.turn()
     assert node.running() == ids[:2]
@@ -310,6 +325,26 @@ def test_an_end_while_others_run_waits_the_window(cluster, start):
 
 
 # -- fencing, take-over, lost nodes -------------------------------------------------------
+
+
+def test_after_a_gap_past_its_lease_a_node_kills_first_then_checks_in(cluster, start, caplog):
+    node = start()
+    ids = add(cluster, 2)
+    node.turn()
+    killed_at_check_in = []
+    check_in = node.store.check_in
+
+    def check_in_seen(*args, **kwargs):
+        killed_at_check_in.append([run.kill_reason for run in node.runs.values()])
+        return check_in(*args, **kwargs)
+
+    node.store.check_in = check_in_seen
+    settings = node.worker.settings
+    node.turn(fence_after(settings.heartbeat_interval, settings.offline_after))  # frozen so long
+    assert killed_at_check_in == [[KillReason.FENCE] * 2], "checked in before killing"
+    assert "claiming again" in caplog.text and not node.worker.live.fenced
+    node.turn()
+    assert states(cluster, ids) == ["Failed", "Failed"]
 
 
 def test_a_node_that_cannot_check_in_fences_itself_then_recovers(cluster, start, path, caplog):
@@ -402,13 +437,16 @@ def test_tasks_claimed_as_the_answer_was_lost_are_adopted(cluster, start):
 # -- stopping ------------------------------------------------------------------------------
 
 
-def test_a_warm_stop_claims_nothing_lets_tasks_finish_and_marks_the_node_stopped(cluster, start):
-    node = start(cap=1)
-    ids = add(cluster, 2)
+def test_a_warm_stop_claims_nothing_lets_tasks_finish_and_marks_the_node_stopped(
+        cluster, start, path, caplog):
+    node = start(cap=2)
+    ids = add(cluster, 1)
     node.turn()
     node.worker.stop.request_stop()
     node.turn()
     assert node.worker.live.shutting_down and not node.worker.done
+    ids += add(cluster, 1)
+    react_while_locked(node, path, caplog)
     node.turn(node.worker.settings.heartbeat_interval)
     assert node.running() == [ids[0]] and not node.runs[ids[0]].finished()
     node.end(ids[0])
