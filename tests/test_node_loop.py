@@ -384,9 +384,9 @@ def test_a_node_whose_row_is_gone_kills_its_tasks_and_exits_4(cluster, start, ho
     if how == "deleted":
         cluster.delete("node-1", force=True)
     else:
-        cluster.store.register(Registration(name="node-1", instance_id="another", host=socket.gethostname(),
-                                            pid=1, version="0", heartbeat_interval=10,
-                                            holder_gone=True))
+        cluster.store.register(Registration(
+            name="node-1", instance_id="another", host=socket.gethostname(), pid=1, version="0",
+            heartbeat_interval=10, holder_gone=True))
     node.turn(node.worker.settings.heartbeat_interval)
     assert node.worker.done and node.worker.exit_code == Refused.exit_code == 4
     assert [r.kill_reason for r in node.runs.values()] == [KillReason.ORPHANED] * 2
@@ -468,7 +468,8 @@ def test_a_cold_stop_cancels_running_tasks(cluster, start):
     assert [r.kill_reason for r in node.runs.values()] == [KillReason.SHUTDOWN] * 2
     node.turn()
     assert node.worker.done
-    assert [(t.state, t.error) for t in map(cluster.task, ids)] == [(TaskState.CANCELED, "node shut down")] * 2
+    ended = [(t.state, t.error) for t in map(cluster.task, ids)]
+    assert ended == [(TaskState.CANCELED, "node shut down")] * 2
 
 
 def test_a_cold_stop_gives_up_on_a_database_that_takes_nothing(cluster, start, path, caplog):

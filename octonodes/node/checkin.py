@@ -107,7 +107,8 @@ class CheckIns:
         else:
             log.error("node %s %s: killing %d task(s), claiming nothing", node.name, why,
                       len(node.held.runs))
-        node.held.kill(KillReason.FENCE, f"node {node.name} {why}; the task was killed so it cannot run twice")
+        detail = f"node {node.name} {why}; the task was killed so it cannot run twice"
+        node.held.kill(KillReason.FENCE, detail)
         self.fence_note = {"why": why, "cut_off_seconds": round(cut_off, 1),
                            "killed_tasks": sorted(node.held.runs)}
         node.set_live(fenced=True)

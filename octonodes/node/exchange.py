@@ -34,7 +34,8 @@ class Exchange:
         self._waiting_logged = 0.0
 
     def flush_due(self, now: float) -> bool:
-        return now >= self.next_flush or self.node.held.finishes_due(now, stopping=self.node.stop.requested)
+        stopping = self.node.stop.requested
+        return now >= self.next_flush or self.node.held.finishes_due(now, stopping=stopping)
 
     def flush(self, now: float) -> None:
         """Write gathered output and finished tasks in one transaction, and

@@ -11,7 +11,6 @@ whatever the database does; a `finally` marks it stopped.
 
 from __future__ import annotations
 
-import logging
 import signal
 import uuid
 from dataclasses import replace
@@ -31,8 +30,6 @@ from .exchange import Exchange
 from .held import Held, Run
 from .registration import announce, register, take_name
 from .shutdown import Stopping
-
-log = logging.getLogger("octonodes.node")
 
 IDLE_POLL = 0.025
 """Without a change notification from the store, how often a node asks the
@@ -148,7 +145,7 @@ class Worker:
         self.stop.begin()
         if self.checkins.due(now):
             if self.checkins.check_in(now):
-                self.exchange.look = True
+                self.exchange.look = True  # act on what it read (cap, drain) this turn
             if self.done:
                 return
         self.held.collect(now)
