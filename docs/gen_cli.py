@@ -40,7 +40,7 @@ This page is generated: after changing a command, run `{REGENERATE}`.
 def _root():
     import typer.main
 
-    from octonodes.cli import app
+    from octonodes.cli.app import app
 
     return app, typer.main.get_command(app)
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import octonodes
 import helpers
 from conftest import wait_status
-from octonodes.cli import app
+from octonodes.cli.app import app
 from octonodes.store.base import Registration
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import octonodes
 import helpers
-from octonodes.cli import app
+from octonodes.cli.app import app
 from octonodes.store.base import Registration
 
 NODE_READS = [

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import helpers
-from octonodes.cli import app
+from octonodes.cli.app import app
 from octonodes.store.base import Registration
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from octonodes.cli import app
+from octonodes.cli.app import app
 from test_docs_cli import gen_cli
 
 INTERNALS = re.compile(r"<[a-z][^>]*>|\{[a-z-][^}]*\}|list\[|int range|\bstr\b|pydantic|Input should")

@@ -171,7 +171,7 @@ def _command_lines(text: str) -> list[str]:
 def test_commands_and_options_in_the_docs_exist(page):
     import typer.main
 
-    from octonodes.cli import app
+    from octonodes.cli.app import app
 
     root = typer.main.get_command(app)
     text = (DOCS / page).read_text()

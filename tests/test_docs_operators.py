@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from octonodes.cli import app
+from octonodes.cli.app import app
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import wait_status
 from helpers import wait_until
 from http_helpers import KEY_HEADER, NODES, start_http_node
-from octonodes.cli import app
+from octonodes.cli.app import app
 
 KEY_FORMAT = re.compile(r"^API-[A-Z0-9]{32}$")
 

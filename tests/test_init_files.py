@@ -9,7 +9,7 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-from octonodes.cli import app
+from octonodes.cli.app import app
 
 
 @pytest.fixture

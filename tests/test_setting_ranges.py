@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import helpers
 from conftest import wait_status
 from helpers import wait_until
-from octonodes.cli import app
+from octonodes.cli.app import app
 
 pytestmark = pytest.mark.slow
 

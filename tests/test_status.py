@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import octonodes
-from octonodes.cli import app
+from octonodes.cli.app import app
 from octonodes.errors import NotFound, Refused
 from octonodes.models import NodeStatus, OfflineReason, TaskState
 from octonodes.store.base import Registration

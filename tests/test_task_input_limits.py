@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from octonodes.cli import app
+from octonodes.cli.app import app
 
 HUGE = "99999999999999999999999"
 

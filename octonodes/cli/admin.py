@@ -9,7 +9,7 @@ import typer
 
 from ..models import validate_cap, validate_name
 from ..settings import MAX_TASK_CAP
-from . import JsonOption, Typer, app, print_json, whole_number
+from .app import JsonOption, Typer, app, print_json, whole_number
 from .complete import setting_keys
 
 config_app = Typer(help="Show or change the cluster settings.", invoke_without_command=True)

@@ -14,7 +14,7 @@ import typer
 
 from ..errors import OctonodesError
 from ..settings import parse_duration
-from . import UNKNOWN, ClickUsageError, Command, JsonOption, app, print_json
+from .app import UNKNOWN, ClickUsageError, Command, JsonOption, app, print_json
 
 
 class UnknownOnUsageError(Command):

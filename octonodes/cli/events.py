@@ -10,7 +10,7 @@ import typer
 
 from ..audit import Action
 from ..settings import parse_duration
-from . import MAX_WHOLE_NUMBER, JsonOption, app, print_json, whole_number
+from .app import MAX_WHOLE_NUMBER, JsonOption, app, print_json, whole_number
 from .complete import node_names
 
 

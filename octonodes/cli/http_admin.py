@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import JsonOption, Typer, app, print_json
+from .app import JsonOption, Typer, app, print_json
 
 apikey_app = Typer(help="Manage the API keys of the nodes' HTTP API.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")

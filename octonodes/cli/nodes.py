@@ -11,7 +11,7 @@ import typer
 from ..errors import TimedOut
 from ..models import NodeStatus
 from ..settings import MAX_TASK_CAP, format_duration, parse_duration
-from . import (INTERRUPTED, JsonOption, ReasonOption, app, checked_reason, enum_values, fail,
+from .app import (INTERRUPTED, JsonOption, ReasonOption, app, checked_reason, enum_values, fail,
                print_json, whole_number)
 from .complete import enum_words, node_names
 

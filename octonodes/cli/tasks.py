@@ -10,7 +10,7 @@ import typer
 from ..models import TaskState
 from ..settings import parse_duration
 from ..store.base import TaskSpec
-from . import (MAX_WHOLE_NUMBER, JsonOption, ReasonOption, Typer, app, checked_reason,
+from .app import (MAX_WHOLE_NUMBER, JsonOption, ReasonOption, Typer, app, checked_reason,
                enum_values, integer, print_json, whole_number)
 from .complete import enum_words, node_names
 
