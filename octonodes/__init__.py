@@ -10,9 +10,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .cluster import CheckResult, Cluster, open  # noqa: E402,A004
+from .cluster import Cluster, open  # noqa: E402,A004
 from .errors import (DatabaseError, NotFound, OctonodesError, Refused, TimedOut,  # noqa: E402
                      UsageError)
+from .health import CheckResult  # noqa: E402
 from .models import Node, NodeStatus, Task, TaskState  # noqa: E402
 from .queue import QueueState  # noqa: E402
 from .store.base import TaskSpec  # noqa: E402

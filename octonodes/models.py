@@ -11,9 +11,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Sequence
 
-from .errors import UsageError
-from .settings import MAX_TASK_CAP
+from .errors import NotFound, UsageError
+from .settings import MAX_RETRIES, MAX_TASK_CAP, MAX_TASK_ID, MAX_TASK_SECONDS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -70,6 +71,51 @@ def validate_cap(cap: int) -> int:
     if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= MAX_TASK_CAP:
         raise UsageError(f"invalid task cap {cap!r}: it must be an integer from 0 to {MAX_TASK_CAP}")
     return cap
+
+
+def validate_command(command: Sequence[str]) -> list[str]:
+    """A task's command: a non-empty list of text arguments."""
+    if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
+        raise UsageError("a task's command is a non-empty list of strings (program and arguments)")
+    for arg in command:
+        validate_text("a task's command", arg)
+    return list(command)
+
+
+def validate_text(label: str, text: str | None) -> str | None:
+    """Text a database can keep and a program can be given: no NUL, and
+    valid Unicode (no lone surrogates, which JSON can spell)."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{label} is not valid Unicode text") from None
+        if "\0" in text:
+            raise UsageError(f"{label} cannot contain a NUL character")
+    return text
+
+
+def validate_seconds(label: str, value: float | None) -> float | None:
+    """A task's timeout or queue timeout, or a look back: none, or more than
+    zero seconds and at most MAX_TASK_SECONDS."""
+    if value is not None and not 0 < value <= MAX_TASK_SECONDS:
+        raise UsageError(f"invalid {label} {value!r}: it must be more than zero seconds "
+                         f"and at most {MAX_TASK_SECONDS} (ten years)")
+    return value
+
+
+def validate_retries(retries: int) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
+        raise UsageError(f"invalid retries {retries!r}: it must be a whole number "
+                         f"from 0 to {MAX_RETRIES}")
+    return retries
+
+
+def validate_task_id(task_id: int) -> int:
+    """A task id the database could hold; NotFound for one it cannot."""
+    if isinstance(task_id, int) and not 0 < task_id <= MAX_TASK_ID:
+        raise NotFound(f"no task with id {task_id}")
+    return task_id
 
 
 def offline_threshold(offline_after: float, heartbeat_interval: float | None) -> float:

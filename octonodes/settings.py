@@ -28,6 +28,8 @@ MAX_RETRIES = 1000
 going to succeed."""
 MAX_TASK_ID = 2**63 - 1
 """Task ids are 64-bit integers in the database: a larger one cannot exist."""
+MAX_TASK_SECONDS = 10 * 365 * 86400
+"""The longest timeout or queue timeout a task may have (ten years)."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
