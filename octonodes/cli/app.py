@@ -25,8 +25,6 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 DEBUG_ENV = "OCTONODES_DEBUG"
 INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (SIGINT), as shells report it."""
-UNKNOWN = 3
-"""`check`'s code for database trouble or a usage error (a monitoring plugin's UNKNOWN)."""
 MAX_WHOLE_NUMBER = 2**63 - 1
 """The largest id or count a database column holds."""
 

@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 
 from ..errors import OctonodesError
+from ..health import CheckCode
 from ..settings import parse_duration
-from .app import UNKNOWN, ClickUsageError, Command, JsonOption, app, print_json
+from .app import ClickUsageError, Command, JsonOption, app, print_json
 
 
 class UnknownOnUsageError(Command):
@@ -27,13 +28,13 @@ class UnknownOnUsageError(Command):
             return super().make_context(info_name, args, parent=parent, **extra)
         except ClickUsageError as exc:
             report_unknown(exc.format_message(), as_json)
-            raise typer.Exit(UNKNOWN) from None
+            raise typer.Exit(CheckCode.UNKNOWN) from None
 
 
 def report_unknown(problem: str, as_json: bool) -> None:
     summary = f"OCTONODES UNKNOWN - {problem}"
     if as_json:
-        print_json({"status": "UNKNOWN", "code": UNKNOWN, "summary": summary,
+        print_json({"status": "UNKNOWN", "code": CheckCode.UNKNOWN, "summary": summary,
                     "problems": [problem]})
     else:
         print(summary)
@@ -68,7 +69,7 @@ def check(
         result = cluster.check(warn_wait=seconds, warn_drained=warn_drained)
     except OctonodesError as exc:
         report_unknown(str(exc), json)
-        raise typer.Exit(UNKNOWN) from None
+        raise typer.Exit(CheckCode.UNKNOWN) from None
     if json:
         print_json({
             "status": result.status, "code": result.code, "summary": result.summary,
