@@ -10,7 +10,7 @@ ends, `close` (the loop's `finally`) marks the node stopped.
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import IntEnum
 
 from ..errors import DatabaseError, Refused
 from ..task_result import KillReason
@@ -24,7 +24,9 @@ CLOSE_KILL_WAIT = 2.0
 CLOSE_POLL = 0.05
 
 
-class Shutdown(Enum):
+class Shutdown(IntEnum):
+    """Ordered: a later stop asks for more (compared as ints, at every turn)."""
+
     RUNNING = 0
     WARM = 1  # claim nothing; let the running tasks finish
     COLD = 2  # cancel the running tasks
@@ -56,7 +58,7 @@ class Stopping:
 
     def _begins(self, state: Shutdown) -> bool:
         """True once: the first time the loop asks after `state` was requested."""
-        if self._acted.value < state.value <= self.state.value:
+        if self._acted < state <= self.state:
             self._acted = state
             return True
         return False
