@@ -13,7 +13,7 @@ from ..audit import node_actor
 from ..errors import DatabaseError, DatabaseReplaced, Refused
 from ..settings import format_duration
 from ..task_result import KillReason
-from .liveness import check_in_due, fence_due, lease_deadline, next_check_in
+from .liveness import check_in_due, lease_deadline, next_check_in
 
 log = logging.getLogger("octonodes.node")
 
@@ -25,6 +25,7 @@ class CheckIns:
     def __init__(self, node) -> None:
         self.node = node
         self.last_ok = 0.0  # boottime() when the last successful check-in began
+        self.lease_until = 0.0  # boottime() past which the node (and its watchdog) runs nothing
         self.next_at = 0.0  # monotonic time of the next check-in
         self.failing_since: float | None = None  # monotonic time the database first failed
         self.fence_note: dict | None = None  # a fence not yet in the audit trail
@@ -40,8 +41,9 @@ class CheckIns:
         """A check-in begun at `begun` (on `boottime()`) succeeded at `now`."""
         node = self.node
         self.last_ok = begun
+        self.lease_until = lease_deadline(begun, node.settings)
         if node.watchdog:
-            node.watchdog.lease(lease_deadline(begun, node.settings))
+            node.watchdog.lease(self.lease_until)
         self.next_at = next_check_in(now, node.settings, ok=True)
 
     def check_in(self, now: float) -> bool:
@@ -90,15 +92,15 @@ class CheckIns:
         return True
 
     def fence(self, boot_now: float, why: str | None = None) -> None:
-        """Kill every task and claim nothing: once the lease (the last
-        check-in plus the fence threshold, on `boottime()`) has run out, as
-        the watchdog does on its own; or at once, `why` the database is lost."""
+        """Kill every task and claim nothing: once the lease (`lease_until`,
+        the one the watchdog holds) has run out, as the watchdog does on its
+        own; or at once, `why` the database is lost."""
         node = self.node
         if node.live.fenced:
             return
         cut_off = boot_now - self.last_ok
         if why is None:
-            if not fence_due(boot_now, self.last_ok, node.settings):
+            if boot_now < self.lease_until:
                 return
             log.error("no check-in for %.1fs (offline_after is %s): killing %d task(s), "
                       "claiming nothing", cut_off,

@@ -35,11 +35,6 @@ def lease_deadline(begun: float, settings: ClusterSettings) -> float:
     return begun + fence_after(settings.heartbeat_interval, settings.offline_after)
 
 
-def fence_due(boot_now: float, last_ok: float, settings: ClusterSettings) -> bool:
-    """Has the lease of the last successful check-in (begun at `last_ok`) run out?"""
-    return boot_now - last_ok >= fence_after(settings.heartbeat_interval, settings.offline_after)
-
-
 def check_in_due(now: float, next_check_in: float) -> bool:
     return now >= next_check_in
 
