@@ -135,10 +135,14 @@ class Exchange:
             log.info("claimed task %s", described[0])
         else:
             log.info("claimed %d tasks: %s", len(tasks), "; ".join(described))
+        self._run(tasks)
+        self.node.set_live()
+
+    def _run(self, tasks: list) -> None:
+        """Start `tasks`, the watchdog told of them first (one write)."""
         if self.node.watchdog:
             self.node.watchdog.starting([task.id for task in tasks])
         self.node.held.start(tasks)
-        self.node.set_live()
 
     def _adopt_unseen_claims(self) -> None:
         """A claim can commit on the server and still fail here, when the
@@ -147,13 +151,13 @@ class Exchange:
         instance owns and the loop never started (no one else can have run it)."""
         node = self.node
         known = node.held.known()
-        for task in node.store.own_active_tasks(node.name, node.instance_id):
-            if task.id not in known:
-                log.warning("task %d was claimed as the connection broke; running it now "
-                            "(attempt %d): %s", task.id, task.attempt, task.name)
-                if node.watchdog:
-                    node.watchdog.starting([task.id])
-                node.held.start([task])
+        unseen = [t for t in node.store.own_active_tasks(node.name, node.instance_id)
+                  if t.id not in known]
+        for task in unseen:
+            log.warning("task %d was claimed as the connection broke; running it now "
+                        "(attempt %d): %s", task.id, task.attempt, task.name)
+        if unseen:
+            self._run(unseen)
         self.claim_unsure = False
         node.set_live()
 
