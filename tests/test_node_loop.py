@@ -376,6 +376,36 @@ def test_a_node_that_cannot_check_in_fences_itself_then_recovers(cluster, start,
     assert node.running() == more
 
 
+@pytest.mark.parametrize("reaped", [False, True], ids=["still-its-own", "given-up-on"])
+def test_a_claim_answered_past_the_lease_starts_nothing_until_the_next_check_in(
+        cluster, start, reaped, caplog):
+    """Frozen while its claim was on its way (the claim committed, its answer
+    came once the lease had run out, perhaps once the cluster had given up on
+    the node): the node starts nothing and fences; after its next check-in it
+    runs what is still its own. The attempt given up on never starts."""
+    node = start()
+    [task_id] = add(cluster, 1, retries=1)
+    settings = node.worker.settings
+    claim = node.store.claim
+
+    def claim_then_freeze(*args):
+        claimed = claim(*args)
+        node.clock.advance(fence_after(settings.heartbeat_interval, settings.offline_after))
+        if reaped:
+            node.clock.advance(settings.offline_after)
+            assert cluster.store.reap().requeued == [task_id]
+        return claimed
+
+    node.store.claim = claim_then_freeze
+    node.turn()
+    assert node.runs == {}, "started a task claimed past the lease"
+    assert node.worker.live.fenced and "claiming nothing" in caplog.text
+    del node.store.claim
+    node.turn()  # checks in, then runs what is still its own
+    started = [(run.task.id, run.task.attempt) for run in node.runs.values()]
+    assert started == [(task_id, 2 if reaped else 1)]
+
+
 @pytest.mark.parametrize("how", ["deleted", "taken over"])
 def test_a_node_whose_row_is_gone_kills_its_tasks_and_exits_4(cluster, start, how, caplog):
     node = start()

@@ -139,26 +139,39 @@ class Exchange:
         self.node.set_live()
 
     def _run(self, tasks: list) -> None:
-        """Start `tasks`, the watchdog told of them first (one write)."""
-        if self.node.watchdog:
-            self.node.watchdog.starting([task.id for task in tasks])
-        self.node.held.start(tasks)
+        """Start `tasks`, the watchdog told of them first (one write). None
+        once the lease has run out (a node frozen while its claim was on its
+        way): the cluster may have given up on them since; after the next
+        check-in the node runs those still its own (`_adopt_unseen_claims`)."""
+        node = self.node
+        node.checkins.fence(node.clock.boottime())
+        if node.live.fenced:
+            log.warning("the lease ran out as %d task(s) were claimed: starting them only "
+                        "if they are still this node's after its next check-in", len(tasks))
+            self.claim_unsure = True
+            return
+        if node.watchdog:
+            node.watchdog.starting([task.id for task in tasks])
+        node.held.start(tasks)
 
     def _adopt_unseen_claims(self) -> None:
         """A claim can commit on the server and still fail here, when the
-        connection breaks before the answer arrives; its tasks would then stay
-        Executing on this live node for ever. Run what the database says this
-        instance owns and the loop never started (no one else can have run it)."""
+        connection breaks before the answer arrives, or come back once the
+        lease has run out (`_run` then starts nothing); its tasks would then
+        stay Executing on this live node for ever. Run what the database says
+        this instance owns and the loop never started (no one else can have
+        run it)."""
         node = self.node
         known = node.held.known()
         unseen = [t for t in node.store.own_active_tasks(node.name, node.instance_id)
                   if t.id not in known]
         for task in unseen:
-            log.warning("task %d was claimed as the connection broke; running it now "
-                        "(attempt %d): %s", task.id, task.attempt, task.name)
+            log.warning("task %d was claimed but never started (the answer was lost, or came "
+                        "past the lease); running it now (attempt %d): %s",
+                        task.id, task.attempt, task.name)
+        self.claim_unsure = False
         if unseen:
             self._run(unseen)
-        self.claim_unsure = False
         node.set_live()
 
     def _waiting(self, now: float, ends: int, exc: DatabaseError) -> None:
