@@ -39,7 +39,15 @@ class Session:
 
     def csrf_ok(self, sent: str | None) -> bool:
         """Is `sent` this session's CSRF token?"""
-        return bool(sent) and hmac.compare_digest(sent, self.csrf_token)
+        return bool(sent) and same_secret(sent, self.csrf_token)
+
+
+def same_secret(sent: str, expected: str) -> bool:
+    """Whether a secret a client sent is the expected one, in constant time.
+    Compared as bytes: `hmac.compare_digest` refuses a str that is not
+    ASCII, and a client may send any text."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
 
 
 def _b64(digest: bytes) -> str:
@@ -76,7 +84,7 @@ class Sessions:
 
     def _token(self, cookie: str) -> str | None:
         token, _, mac = (cookie or "").partition(".")
-        if not token or not hmac.compare_digest(mac, _mac(self.secret, "cookie", token)):
+        if not token or not same_secret(mac, _mac(self.secret, "cookie", token)):
             return None
         return token
 

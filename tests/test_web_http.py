@@ -113,6 +113,25 @@ def test_a_post_without_the_csrf_token_is_refused(web):
     node.wait_ping(418, timeout=2)
 
 
+def test_tokens_that_are_not_ascii_are_refused_not_failed(web):
+    """A forged cookie, CSRF token or sign-in token may hold any bytes."""
+    node, key = web
+    client = sign_in(node.url, key)
+    cookie = client.cookies.get(SESSION_COOKIE)
+    token = csrf_token(client)
+    forged = {"Cookie": f"{SESSION_COOKIE}={cookie.partition('.')[0]}.".encode() + b"\xe9\xe9"}
+    assert httpx.get(node.url + "/", headers=forged).status_code == 303
+    assert httpx.post(node.url + "/nodes/node-1/drain", headers=forged,
+                      data={"csrf_token": token}).status_code == 401
+    assert client.post("/nodes/node-1/drain", headers={"X-CSRF-Token": b"\xe9\xe9"}).status_code == 403
+    assert client.post("/nodes/node-1/drain", data={"csrf_token": "\u00e9" * 8}).status_code == 403
+    other = httpx.Client(base_url=node.url)
+    other.get("/signin")
+    refused = other.post("/signin", data={"signin_token": "\u00e9", "api_key": key})
+    assert refused.status_code == 403 and SESSION_COOKIE not in refused.headers.get("set-cookie", "")
+    assert node.ping().status_code == 200  # drain is still off
+
+
 def test_after_sign_out_the_old_cookie_is_refused(web):
     node, key = web
     client = sign_in(node.url, key)

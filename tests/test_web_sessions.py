@@ -42,8 +42,13 @@ def test_forged_and_mangled_cookies_are_refused(clocked):
     cookie = sessions.start(cluster.verify_api_key(key))
     token, _, mac = cookie.partition(".")
     for forged in ("", ".", token, f"{token}.", f"{token}.{mac[:-2]}AA", f"x{token}.{mac}",
-                   "a" * 5000, "\x00." + mac, cookie + "."):
+                   "a" * 5000, "\x00." + mac, cookie + ".", f"{token}.\u00e9\u00e9",
+                   f"{token}.\ud800", f"\u00e9.{mac}"):
         assert sessions.check(forged) is None, forged
+        assert sessions.end(forged) is False, forged
+    session = sessions.check(cookie)
+    for sent in ("\u00e9" * 8, "\ud800", session.csrf_token + "\u00e9"):
+        assert not session.csrf_ok(sent), sent
 
 
 def test_a_session_ends_after_eight_idle_hours(clocked):

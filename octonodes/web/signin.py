@@ -8,7 +8,6 @@ elsewhere can neither read the cookie nor set it). Keys with the
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from urllib.parse import parse_qs
 
@@ -17,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..http.context import context_of
 from ..roles import Role
+from ..sessions import same_secret
 from .access import COOKIE, clear_session_cookie, over_tls, set_session_cookie
 from .actions import local_path
 from .pages import SECURITY_HEADERS, html
@@ -58,7 +58,7 @@ async def sign_in(request: Request) -> Response:
     if form is None:
         return _form(request, 413, "The sign-in form was too large.")
     sent, expected = str(form.get("signin_token") or ""), request.cookies.get(SIGN_IN_COOKIE, "")
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
+    if not sent or not expected or not same_secret(sent, expected):
         return _form(request, 403, "The sign-in form expired; please try again.")
     key_text = str(form.get("api_key") or "").strip()
 
