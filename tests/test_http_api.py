@@ -206,6 +206,7 @@ def test_nodes_list_get_details_put_delete(fast_cluster, start_node, tmp_path):
         assert response.status_code == 400, (bad, response.text)
         assert response.json()["ErrorMessage"]
     assert api.put("/node-2", content=b"{not json").status_code == 400
+    assert api.put("/node-2", content=b"[" * 30000 + b"]" * 30000).status_code == 400
     too_big = api.put("/node-2", content=b" " * (64 * 1024 + 1))
     assert too_big.status_code == 413 and too_big.json()["ErrorMessage"]
     assert api.put("/node-9", json={"IsInMaintenanceMode": True}).status_code == 404

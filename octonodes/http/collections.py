@@ -122,7 +122,7 @@ async def json_object(request: Request) -> dict:
             raise HTTPException(413, f"the request body is larger than {MAX_BODY} bytes")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise UsageError("the request body is not JSON") from None
     if not isinstance(doc, dict):
         raise UsageError("the request body must be a JSON object")
