@@ -11,6 +11,7 @@ from .audit import Action, Event, EventFilter
 from .errors import DatabaseError, NotFound, UsageError
 from .models import validate_name, validate_seconds, validate_text
 from .roles import Role, parse_role
+from .settings import MAX_TASK_ID
 from .store import Store
 from .store.base import LAST_USE_PRECISION, ApiKey
 
@@ -117,6 +118,9 @@ class ClusterAccess:
 
     def event(self, event_id: int) -> Event:
         """One event; NotFound if there is none with that id (or it aged out)."""
+        # Ids are 64-bit integers, from 1; the read names event_id + 1, which must be one too.
+        if not 0 < event_id < MAX_TASK_ID:
+            raise NotFound(f"no event with id {event_id}")
         found = self.store.events(EventFilter(after_id=event_id - 1, before_id=event_id + 1,
                                               limit=1))
         if not found:

@@ -62,7 +62,7 @@ def test_events_page_filter_and_read(cluster, start_node):
         response = viewer.get("/api/events", params=bad)
         assert response.status_code == 400, (bad, response.text)
         assert response.json()["ErrorMessage"]
-    for bad in ("Events-999999", "Events-0", "Events-x", "Tasks-1"):
+    for bad in ("Events-999999", "Events-0", "Events-x", "Tasks-1", f"Events-{2**63 - 1}"):
         assert viewer.get(f"/api/events/{bad}").status_code == 404, bad
     refused = httpx.get(node.url + "/api/events", headers={KEY_HEADER: keys["packages"]})
     assert refused.status_code == 403 and "viewer" in refused.json()["ErrorMessage"]
