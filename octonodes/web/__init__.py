@@ -14,16 +14,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
-from ..errors import DatabaseError, NotFound, OctonodesError, Refused, UsageError
+from ..errors import OctonodesError
 from ..http.access import mount
+from ..http.errors import status_for
 from ..roles import Role
 from . import actions, pages, signin
 from .access import page
 from .live import LiveViews, RenderedParts
 from .templating import STATIC
-
-ERROR_STATUS = ((NotFound, 404), (Refused, 409), (UsageError, 400), (DatabaseError, 503))
-"""The HTTP status of each kind of error a page or a control meets."""
 
 
 class WebState:
@@ -35,15 +33,15 @@ class WebState:
 
 
 def _errors_shown(endpoint):
-    """An error from the cluster becomes a page saying it (the CLI's words)."""
+    """An error from the cluster becomes a page saying it (the CLI's words),
+    with the status the REST API gives it."""
 
     @functools.wraps(endpoint)
     async def shown(request: Request) -> Response:
         try:
             return await endpoint(request)
         except OctonodesError as exc:
-            status = next((s for kind, s in ERROR_STATUS if isinstance(exc, kind)), 500)
-            return pages.error_page(request, status, str(exc))
+            return pages.error_page(request, status_for(exc), str(exc))
 
     return shown
 
