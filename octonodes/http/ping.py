@@ -17,47 +17,47 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..livestate import LiveState
-from ..models import derive_status
-from ..models import iso
+from ..models import derive_status, iso
 from .context import context_of
 
 UNAVAILABLE, DRAINED, OK = 503, 418, 200
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def ping_status(live: LiveState | None) -> int:
-    if live is None or live.stopped or live.shutting_down or live.fenced or not live.healthy():
+def is_offline(live: LiveState) -> bool:
+    """The node is offline in its own view: stopped, fenced or without a
+    recent check-in (which reads the clock: decide it once a request)."""
+    return live.stopped or live.fenced or not live.healthy()
+
+
+def ping_status(live: LiveState, offline: bool) -> int:
+    if offline or live.shutting_down:
         return UNAVAILABLE
     return DRAINED if live.drain else OK
 
 
-def ping_body(live: LiveState) -> dict:
+def ping_body(live: LiveState, offline: bool) -> dict:
+    """The node as `octonodes list` would show it, from its own view."""
     return {
         "Id": f"OctopusServerNodes-{live.name}",
         "Name": live.name,
         "IsInMaintenanceMode": live.drain,
-        "IsOffline": live.stopped or live.fenced or not live.healthy(),
+        "IsOffline": offline,
         "LastSeen": iso(live.last_seen),
         "MaxConcurrentTasks": live.task_cap,
         "RunningTaskCount": live.running,
         "Version": live.version,
-        "Status": status_name(live),
+        "Status": str(derive_status(offline=offline, drain=live.drain,
+                                    shutting_down=live.shutting_down, running=live.running)),
     }
-
-
-def status_name(live: LiveState) -> str:
-    """The node's status as `octonodes list` would show it, from its own view:
-    offline once stopped, fenced or without a recent check-in."""
-    offline = live.stopped or live.fenced or not live.healthy()
-    return str(derive_status(offline=offline, drain=live.drain,
-                             shutting_down=live.shutting_down, running=live.running))
 
 
 async def ping(request: Request) -> JSONResponse:
     worker = context_of(request).worker
     live = worker.live  # one frozen snapshot: read it once
-    status = ping_status(live)
     if live is None:
         return JSONResponse({"Name": worker.name, "IsOffline": True, "Status": "Starting"},
-                            status_code=status, headers=NO_STORE)
-    return JSONResponse(ping_body(live), status_code=status, headers=NO_STORE)
+                            status_code=UNAVAILABLE, headers=NO_STORE)
+    offline = is_offline(live)
+    return JSONResponse(ping_body(live, offline), status_code=ping_status(live, offline),
+                        headers=NO_STORE)
