@@ -198,8 +198,7 @@ class Cluster(ClusterAccess, ClusterPackages):
         for label, text in (("node", query.node), ("name", query.name),
                             ("partial name", query.name_contains)):
             validate_text(label, text)
-        return self.store.task_page(query, skip, take) if take else \
-            (self.store.task_page(query, 0, 0)[0], [])
+        return self.store.task_page(query, skip, take)
 
     def cancel(self, task_id: int, *, actor: str | None = None,
                reason: str | None = None) -> tuple[Task, bool]:
