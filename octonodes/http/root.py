@@ -16,31 +16,30 @@ from starlette.responses import JSONResponse
 
 from .. import __version__
 from ..errors import NotFound
+from . import events, nodes, package_files, tasks
 from .collections import SPACE_ID, listed, paged
 from .context import context_of
 
 APPLICATION = "octonodes"
 API_VERSION = "3.0.0"
 SPACE_NAME = "Default"
-SPACE_LINKS = {
-    "Tasks": f"/api/{SPACE_ID}/tasks{{/id}}{{?skip,take,ids,partialName,states,node,name}}",
-    "Packages": f"/api/{SPACE_ID}/packages{{/id}}{{?filter,skip,take}}",
-    "PackageUpload": f"/api/{SPACE_ID}/packages/raw{{?overwriteMode}}",
-    "Events": f"/api/{SPACE_ID}/events{{/id}}{{?skip,take,regarding,users,from,to}}",
-}
+IN_SPACE, OUTSIDE = f"/api/{SPACE_ID}/", "/api/"
 ROOT_LINKS = {
     "Self": "/api",
     "Spaces": "/api/spaces{/id}{?skip,take,ids,partialName}",
     "SpaceHome": "/api/{spaceId}",
-    "OctopusServerNodes": "/api/octopusservernodes{/id}{?skip,take}",
-    "OctopusServerClusterSummary": "/api/octopusservernodes/summary",
-    "OctopusServerNodePing": "/api/octopusservernodes/ping",
-    "Tasks": "/api/tasks{/id}{?skip,take,ids,partialName,states,node,name}",
-    "Packages": "/api/packages{/id}{?filter,skip,take}",
+    "OctopusServerNodes": nodes.TEMPLATE,
+    "OctopusServerClusterSummary": f"{nodes.NODES}/summary",
+    "OctopusServerNodePing": f"{nodes.NODES}/ping",
+    "Tasks": tasks.TEMPLATE,
+    "Packages": package_files.TEMPLATE.replace(IN_SPACE, OUTSIDE, 1),
     "PackageUpload": "/api/packages/raw{?overwriteMode}",
-    "Events": "/api/events{/id}{?skip,take,regarding,users,from,to}",
+    "Events": events.TEMPLATE,
     "OpenApi": "/api/openapi.json",
 }
+SPACE_LINKS = {name: ROOT_LINKS[name].replace(OUTSIDE, IN_SPACE, 1)
+               for name in ("Tasks", "Packages", "PackageUpload", "Events")}
+"""The space-scoped resources, as the space's root document links them."""
 
 
 def installation_id(database: str) -> str:

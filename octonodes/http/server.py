@@ -30,6 +30,7 @@ from .api import api_routes
 from .context import HttpContext
 from .errors import EXCEPTION_HANDLERS
 from .metrics import metrics_endpoint
+from .nodes import NODES
 from .ping import ping
 
 log = logging.getLogger("octonodes.http")
@@ -40,7 +41,6 @@ STOP_GRACE = 5.0
 (an upload) may take before they are cancelled."""
 KEEP_ALIVE = 5.0
 """Idle keep-alive connections are closed after this many seconds."""
-NODES = "/api/octopusservernodes"
 MALLOC_MMAP_THRESHOLD = 1024 * 1024
 MALLOC_TRIM_THRESHOLD = 8 * 1024 * 1024
 """See `_keep_freed_buffers`: bytes."""
