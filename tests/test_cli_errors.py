@@ -508,6 +508,21 @@ def test_a_malformed_duration_is_a_usage_error(unchanged, db, command, value):
     assert "duration" in line
 
 
+@pytest.mark.parametrize("args", [
+    ["--timeout", "3651d", "--", "true"],
+    ["--queue-timeout", "99999999999d", "--", "true"],
+    ["--", "echo", "\udcff"],  # the byte 0xff, as Python reads a non-UTF-8 argument
+    ["--name", "\udcfe", "--", "true"],
+], ids=["timeout", "queue-timeout", "command", "name"])
+def test_task_add_refuses_what_the_library_refuses(unchanged, db, args):
+    """Ten years at most, and text a database can keep: exit 2, nothing queued."""
+    result = helpers.octonodes(db, "task", "add", *args, env={"OCTONODES_DEBUG": "0"})
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert len(error_lines(result.stderr)) == 1 and "internal error" not in result.stderr, result
+    assert "Traceback" not in result.stderr
+
+
 def test_a_malformed_drain_timeout_leaves_drain_off(unchanged, db):
     assert_error(invoke(db, "drain", "node-1", "--timeout", "soon"), 2)
     assert unchanged.node("node-1").drain is False

@@ -9,7 +9,6 @@ import typer
 
 from ..models import TaskState
 from ..settings import parse_duration
-from ..store.base import TaskSpec
 from .app import (MAX_WHOLE_NUMBER, JsonOption, ReasonOption, Typer, app, checked_reason,
                enum_values, integer, print_json, whole_number)
 from .complete import enum_words, node_names
@@ -46,13 +45,12 @@ def add(
 
     Example: octonodes task add --name backup --timeout 1h -- /usr/local/bin/backup --full
     """
-    spec = TaskSpec(
-        command=list(command), name=name,
+    task = ctx.obj.cluster().add_task(
+        command, name=name,
         timeout=parse_duration(timeout) if timeout else None,
         queue_timeout=parse_duration(queue_timeout) if queue_timeout else None,
         retries=retries,
     )
-    task = ctx.obj.cluster().add_tasks([spec])[0]
     if json:
         print_json(task.to_json())
     else:
