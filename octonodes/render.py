@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
@@ -13,9 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .models import Node, NodeStatus, OfflineReason, Task, TaskState
-
-if TYPE_CHECKING:
-    from .queue import QueueState
+from .queue import QueueState, span
 
 STATUS_STYLES = {
     NodeStatus.RUNNING: "green",
@@ -69,12 +67,7 @@ def ago(now: datetime, then: datetime | None) -> str:
     if then is None:
         return "never"
     seconds = (now - then).total_seconds()
-    if seconds < 0:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
+    return "just now" if seconds < 0 else f"{span(seconds)} ago"
 
 
 def status_text(node: Node, now: datetime) -> Text:
@@ -108,7 +101,7 @@ def nodes_table(nodes: Iterable[Node], now: datetime, db: str) -> Table:
     return table
 
 
-def nodes_view(nodes: Iterable[Node], queue: "QueueState", now: datetime, db: str) -> Group:
+def nodes_view(nodes: Iterable[Node], queue: QueueState, now: datetime, db: str) -> Group:
     """The nodes table with the queue's one line under it."""
     style = "bold red" if queue.paused and queue.queued else "yellow" if queue.paused else "dim"
     return Group(nodes_table(nodes, now, db), Text(queue.describe(), style=style))
