@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterator, NoReturn, TypeVar
@@ -52,6 +53,17 @@ def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_WAIT, interv
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def register(cluster, name: str, *, cap: int | None = None) -> str:
+    """Register `name` as a fresh `node run` instance would (without one
+    running); returns its instance id."""
+    from octonodes.store.base import Registration
+
+    instance = uuid.uuid4().hex
+    cluster.store.register(Registration(name=name, instance_id=instance, host="host-a", pid=4242,
+                                        version="test", heartbeat_interval=10.0, task_cap=cap))
+    return instance
 
 
 class FakeClock:

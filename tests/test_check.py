@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,18 +20,11 @@ from typer.testing import CliRunner
 import octonodes
 import helpers
 from conftest import wait_status
+from helpers import register
 from octonodes.cli.app import app
-from octonodes.store.base import Registration
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-
-
-def register(c: octonodes.Cluster, name: str, *, cap: int | None = None) -> str:
-    instance = uuid.uuid4().hex
-    c.store.register(Registration(name=name, instance_id=instance, host="host-a", pid=4242,
-                                  version="test", heartbeat_interval=10.0, task_cap=cap))
-    return instance
 
 
 def claim_one(c: octonodes.Cluster, name: str, instance: str) -> None:

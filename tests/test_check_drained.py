@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
-from helpers import octonodes as run_cli
-from octonodes.store.base import Registration
+from helpers import octonodes as run_cli, register
 
 
 def _nodes(cluster, *names):
     for name in names:
-        cluster.store.register(Registration(name=name, instance_id=f"i-{name}", host="h", pid=1,
-                                            version="t", heartbeat_interval=10))
+        register(cluster, name)
 
 
 def test_a_drain_with_a_reason_is_ok_with_a_note_unless_warn_drained(cluster):

@@ -10,26 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 
 import pytest
 from typer.testing import CliRunner
 
 import helpers
+from helpers import register
 from octonodes.cli.app import app
-from octonodes.store.base import Registration
 
 
 def invoke(db: str, *args: str):
     # A narrow "terminal" on purpose: through a pipe, the width must not matter.
     return CliRunner(env={"COLUMNS": "40", "OCTONODES_DEBUG": None}).invoke(app, ["--db", db, *args])
-
-
-def register(cluster, name: str, cap: int | None = None) -> str:
-    instance = uuid.uuid4().hex
-    cluster.store.register(Registration(name=name, instance_id=instance, host="host-a", pid=4242,
-                                        version="test", heartbeat_interval=10.0, task_cap=cap))
-    return instance
 
 
 def queue_line(stdout: str) -> str:

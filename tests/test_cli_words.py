@@ -9,6 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from helpers import register
 from octonodes.cli.app import app
 from test_docs_cli import gen_cli
 
@@ -45,7 +46,7 @@ def test_help_names_values_in_operator_words(args, wanted):
 
 def test_status_takes_a_comma_separated_list_as_well_as_repeats(cluster, db):
     for name in ("node-1", "node-2", "node-3"):
-        cluster.store.register(_registration(name))
+        register(cluster, name)
     cluster.drain("node-2")
     by_comma = invoke("list", "-s", "Running,drained", "--json", db=db)
     assert by_comma.exit_code == 0, by_comma.output
@@ -60,15 +61,6 @@ def test_status_takes_a_comma_separated_list_as_well_as_repeats(cluster, db):
     assert bad.exit_code == 2 and "'Sleeping' is not one of" in bad.stderr, bad.output
     states = invoke("task", "list", "--state", "Queued,Failed", "--json", db=db)
     assert states.exit_code == 0, states.output
-
-
-def _registration(name: str):
-    import uuid
-
-    from octonodes.store.base import Registration
-
-    return Registration(name=name, instance_id=uuid.uuid4().hex, host="host-a", pid=4242,
-                        version="test", heartbeat_interval=10.0, task_cap=None)
 
 
 @pytest.mark.parametrize("args, line", [
@@ -95,7 +87,7 @@ def test_a_bad_number_says_what_to_give_in_our_words(cluster, db, args, line):
 
 
 def test_a_good_cap_still_works(cluster, db):
-    cluster.store.register(_registration("node-1"))
+    register(cluster, "node-1")
     result = invoke("cap", "node-1", "7", db=db)
     assert result.exit_code == 0, result.output
     assert cluster.node("node-1").task_cap == 7

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
-from octonodes.store.base import Registration
+from helpers import register
 
 
 def complete(shell: str, line: str, db: str | None = None) -> list[str]:
@@ -38,9 +37,7 @@ def complete(shell: str, line: str, db: str | None = None) -> list[str]:
 @pytest.fixture
 def nodes(cluster):
     for name in ("node-1", "node-2", "web-1"):
-        cluster.store.register(Registration(name=name, instance_id=uuid.uuid4().hex, host="h",
-                                            pid=1, version="t", heartbeat_interval=10.0,
-                                            task_cap=None))
+        register(cluster, name)
     return cluster
 
 
