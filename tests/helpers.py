@@ -98,14 +98,27 @@ def read_pid(path: Path, timeout: float = DEFAULT_WAIT) -> int:
     return wait_until(pid, timeout, message=f"a pid in {path}")
 
 
+def cli_env(env: dict | None = None) -> dict:
+    """The environment of a real CLI process: this one's with `env` on top,
+    less OCTONODES_DB (the process is given --db)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("OCTONODES_DB", None)
+    return full_env
+
+
 def octonodes(db: str, *args: str, timeout: float = 60, env: dict | None = None,
               input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI as a separate process."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("OCTONODES_DB", None)
     return subprocess.run([sys.executable, "-m", "octonodes", "--db", db, *args],
-                          capture_output=True, text=True, timeout=timeout, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, env=cli_env(env),
                           input=input)
+
+
+def start_octonodes(db: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """Start the real CLI as a separate process, its stdout and stderr piped (text)."""
+    return subprocess.Popen([sys.executable, "-m", "octonodes", "--db", db, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(env))
 
 
 class NodeProcess:
@@ -116,11 +129,9 @@ class NodeProcess:
         self.name = name
         self.log_path = log_dir / f"node-{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("OCTONODES_DB", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "octonodes", "--db", db, "node", "run", "--name", name, *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+            stdout=self._log, stderr=subprocess.STDOUT, env=cli_env(env),
         )
         self.pid = self.proc.pid
 

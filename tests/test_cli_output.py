@@ -8,8 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -109,10 +107,7 @@ def test_package_list_keeps_the_sha256_on_one_line(cluster, db, tmp_path):
 @pytest.mark.slow
 def test_list_watch_through_a_pipe_prints_a_full_table_each_interval(cluster, db):
     register(cluster, "node-1")
-    env = {**os.environ, "OCTONODES_DEBUG": "0"}
-    env.pop("OCTONODES_DB", None)
-    proc = subprocess.Popen([sys.executable, "-m", "octonodes", "--db", db, "list", "--watch"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = helpers.start_octonodes(db, "list", "--watch", env={"OCTONODES_DEBUG": "0"})
     try:
         seen: list[str] = []
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -21,10 +20,7 @@ INTERRUPTED = 130
 
 
 def start(db: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "OCTONODES_DEBUG": "0"}
-    env.pop("OCTONODES_DB", None)
-    return subprocess.Popen([sys.executable, "-m", "octonodes", "--db", db, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return helpers.start_octonodes(db, *args, env={"OCTONODES_DEBUG": "0"})
 
 
 def holds_database(pid: int, db: str) -> bool:
