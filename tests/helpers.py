@@ -157,21 +157,14 @@ class NodeProcess:
     def wait_log(self, text: str, timeout: float = DEFAULT_WAIT) -> None:
         """Wait for `text` in the log; fail at once, with the exit code and
         the log's last lines, if the process exits first."""
-        def logged() -> bool:
-            if text in self.log():
-                return True
-            code = self.proc.poll()
-            if code is not None and text not in self.log():
-                raise AssertionError(f"node {self.name} exited with code {code} before logging "
-                                     f"{text!r}; the end of its log:\n{self.log_tail()}")
-            return False
-
         try:
-            wait_until(logged, timeout, message=f"{text!r} in the log of {self.name}")
+            wait_until(lambda: text in self.log() or self.proc.poll() is not None, timeout,
+                       message=f"{text!r} in the log of {self.name}")
         except AssertionError as exc:
-            if "exited with code" in str(exc):
-                raise
             raise AssertionError(f"{exc}; the end of its log:\n{self.log_tail()}") from None
+        if text not in self.log():  # read again: it may have logged it, then exited
+            raise AssertionError(f"node {self.name} exited with code {self.proc.returncode} "
+                                 f"before logging {text!r}; the end of its log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(self.log().splitlines()[-lines:]) or "(empty)"
