@@ -1,4 +1,5 @@
-"""The only Rich user: tables, live views, and the --json documents."""
+"""The only Rich user: tables and live views. (The --json documents are
+`cli.app.print_json`'s, so that --json never imports Rich.)"""
 
 from __future__ import annotations
 
