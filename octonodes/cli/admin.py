@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..models import validate_cap, validate_name
+from ..models import validate_name
 from ..settings import MAX_TASK_CAP
 from .app import JsonOption, Typer, app, print_json, whole_number
 from .complete import setting_keys
@@ -106,8 +106,6 @@ def node_run(
     """
     from ..noderun import run_node
 
-    validate_name(name)
-    if cap is not None:
-        validate_cap(cap)
+    validate_name(name)  # a bad name fails before the database opens
     raise typer.Exit(run_node(ctx.obj.db, name=name, cap=cap, listen=listen,
                               log_format=log_format.value))
