@@ -163,20 +163,15 @@ class Cluster(ClusterAccess, ClusterPackages):
                  timeout: float | None = None, queue_timeout: float | None = None,
                  retries: int = 0, actor: str | None = None) -> Task:
         """Queue one task; returns it."""
-        return self.add_tasks([TaskSpec(
-            command=validate_command(command), name=validate_text("a task's name", name),
-            timeout=validate_seconds("timeout", timeout),
-            queue_timeout=validate_seconds("queue timeout", queue_timeout),
-            retries=validate_retries(retries))], actor=actor)[0]
+        return self.add_tasks([TaskSpec(command=command, name=name, timeout=timeout,
+                                        queue_timeout=queue_timeout, retries=retries)],
+                              actor=actor)[0]
 
     def add_tasks(self, commands: Iterable[Sequence[str] | TaskSpec], *,
                   actor: str | None = None) -> list[Task]:
         """Queue many tasks in one transaction (one event for the batch);
         returned in order."""
-        specs = [c if isinstance(c, TaskSpec) else TaskSpec(command=validate_command(c))
-                 for c in commands]
-        for spec in specs:
-            validate_retries(spec.retries)
+        specs = [_checked(c if isinstance(c, TaskSpec) else TaskSpec(command=c)) for c in commands]
         return self.store.add_tasks(specs, audit.change(actor))
 
     def task(self, task_id: int) -> Task:
@@ -187,6 +182,7 @@ class Cluster(ClusterAccess, ClusterPackages):
         """Tasks, newest first."""
         if limit is not None and limit < 1:
             raise UsageError(f"invalid limit {limit!r}: it must be 1 or more")
+        validate_text("node", node)
         return self.store.tasks(node=node, states=[TaskState(s) for s in states], limit=limit)
 
     def task_page(self, query: TaskQuery = TaskQuery(), *, skip: int = 0,
@@ -259,3 +255,12 @@ class Cluster(ClusterAccess, ClusterPackages):
         nodes = self.store.nodes()
         return assess(nodes, self.queue(nodes), self.store.now(), warn_wait=warn_wait,
                       warn_drained=warn_drained)
+
+
+def _checked(spec: TaskSpec) -> TaskSpec:
+    """A task to queue, every field checked (UsageError names the first bad one)."""
+    return TaskSpec(command=validate_command(spec.command),
+                    name=validate_text("a task's name", spec.name),
+                    timeout=validate_seconds("timeout", spec.timeout),
+                    queue_timeout=validate_seconds("queue timeout", spec.queue_timeout),
+                    retries=validate_retries(spec.retries))

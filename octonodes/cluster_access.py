@@ -93,6 +93,7 @@ class ClusterAccess:
             raise UsageError(f"invalid limit {limit!r}: it must be 1 or more")
         if isinstance(since, (int, float)):
             since = self.store.now() - timedelta(seconds=validate_seconds("since", since))
+        validate_text("actor", actor)
         where = EventFilter(
             node=validate_name(node) if node is not None else None, task=task,
             actions=tuple(audit.parse_action(a) for a in actions), actor=actor or None,

@@ -43,3 +43,27 @@ def test_a_task_id_that_cannot_exist_is_no_such_task(cluster, db, command, task_
     result = invoke(db, *command, "--", task_id)
     assert result.exit_code == 3, result.output
     assert "no task" in error_line(result)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("queue_timeout", 99999999999 * 86400.0), ("timeout", -5.0), ("name", "a\0b"),
+    ("command", ["true", "\udcff"]), ("retries", 1001)])
+def test_add_tasks_checks_every_spec_it_is_given(cluster, field, value):
+    """The Python API's batch checks each task as `add_task` does: one bad
+    spec refuses the batch, and nothing is queued."""
+    from octonodes.errors import UsageError
+    from octonodes.store.base import TaskSpec
+
+    bad = TaskSpec(**{"command": ["true"], field: value})
+    with pytest.raises(UsageError):
+        cluster.add_tasks([TaskSpec(command=["true"]), bad])
+    assert cluster.tasks() == []
+
+
+@pytest.mark.parametrize("args", [["events", "--actor", "\udcff"],
+                                  ["task", "list", "--node", "\udcff"]])
+def test_a_filter_that_is_not_text_is_a_usage_error(cluster, db, args):
+    """An argument the shell passed as bytes that are not UTF-8."""
+    result = invoke(db, *args)
+    assert result.exit_code == 2, result.output
+    error_line(result)
