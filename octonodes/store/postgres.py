@@ -211,7 +211,7 @@ class PostgresStore(PostgresTasks):
         return ClusterSettings.from_stored(row["settings"]), now
 
     def _event(self, cur: Any, change: Change, action: Action, target: str, **fields) -> None:
-        """Record a change in the caller's transaction: both or neither."""
+        """Record a change in the caller's transaction, and tell waiting stores."""
         cur.execute(*audit_sql.insert("%s", self._injected(), change, action, target,
                                       at_sql=NOW_SQL, **fields))
         self._notify(cur, "event")
@@ -332,5 +332,4 @@ class PostgresStore(PostgresTasks):
             node = self._one_node(cur, reg.name, settings, now)
             self._event(cur, Change(node_actor(reg.name)),
                         **common.registered_event(node, reg, took_over, ended))
-            self._notify(cur, f"register {reg.name}")
         return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)

@@ -76,7 +76,6 @@ class PostgresTasks(SqlStore):
                 if not cur.nextset():
                     break
             self._event(cur, change or audit.change(None), **common.added_event(added))
-            self._notify(cur, "tasks")
             return added
 
     def claim(self, name: str, instance_id: str, limit: int) -> list[Task]:

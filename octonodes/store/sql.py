@@ -66,7 +66,6 @@ class SqlStore(SqlAccess, SqlSessions):
                        (key, canonical))
             self._event(cx, change or audit.change(None), Action.SETTING_SET, key,
                         details={"old": old[0]["value"] if old else None, "new": canonical})
-            self._notify(cx, f"setting {key}")
 
     # -- nodes ----------------------------------------------------------------
 
@@ -128,7 +127,6 @@ class SqlStore(SqlAccess, SqlSessions):
             if stopped:
                 self._event(cx, Change(node_actor(name)), Action.NODE_STOP, name, node=name,
                             details={"instance": instance_id})
-                self._notify(cx, f"stopped {name}")
 
     def note_fenced(self, name: str, instance_id: str, details: dict) -> None:
         with self._write() as cx:
@@ -157,7 +155,6 @@ class SqlStore(SqlAccess, SqlSessions):
                      on, self._now_arg(), name))
                 self._event(cx, change, Action.NODE_DRAIN if on else Action.NODE_UNDRAIN,
                             name, node=name, details={"old": was, "new": on})
-                self._notify(cx, f"drain {name}")
             return was
 
     def set_cap(self, name: str, cap: int, change: Change | None = None) -> int:
@@ -168,7 +165,6 @@ class SqlStore(SqlAccess, SqlSessions):
                 cx.execute(f"UPDATE nodes SET task_cap = {P} WHERE name = {P}", (cap, name))
                 self._event(cx, change or audit.change(None), Action.NODE_CAP, name,
                             node=name, details={"old": old, "new": cap})
-                self._notify(cx, f"cap {name}")
             return old
 
     def delete_node(self, name: str, *, force: bool, change: Change | None = None) -> list[int]:
@@ -188,7 +184,6 @@ class SqlStore(SqlAccess, SqlSessions):
                     (self._now_arg(), common.ERROR_NODE_DELETED.format(node=name), *ids))
             cx.execute(f"DELETE FROM nodes WHERE name = {P}", (name,))
             self._event(cx, change or audit.change(None), **common.deleted_event(node, force, ids))
-            self._notify(cx, f"delete {name}")
             return ids
 
     # -- tasks ----------------------------------------------------------------
@@ -270,7 +265,6 @@ class SqlStore(SqlAccess, SqlSessions):
                 cx.execute(f"UPDATE tasks SET state = 'Cancelling' WHERE id = {P}", (task_id,))
             else:
                 return task, False
-            self._notify(cx, f"cancel {task_id}")
             after = self._select_tasks(cx, f"WHERE id = {P}", (task_id,))[0]
             self._event(cx, change or audit.change(None), **common.canceled_event(task, after))
             return after, True

@@ -72,14 +72,17 @@ class SqlBackend(Store):
 
     @abstractmethod
     def _event(self, cx: Any, change: Change, action: Action, target: str, **fields) -> None:
-        """Record a change in the caller's transaction: both or neither."""
+        """Record a change in the caller's transaction: both or neither. It
+        tells waiting stores too (`_notify`), so a change that records an
+        event needs no notification of its own."""
 
     def _now_in(self, cx: Any) -> datetime:
         """The cluster's time, as the transaction `cx` sees it."""
         return self.now()
 
     def _notify(self, cx: Any, what: str) -> None:
-        """Tell waiting stores of a change, at commit (where the backend can)."""
+        """Tell waiting stores of a change, at commit (where the backend can):
+        every event does; a change that records none calls this."""
 
     def _lock_node(self, cx: Any, name: str) -> None:
         """Lock a node's row for this transaction, where rows can be locked."""
