@@ -189,11 +189,6 @@ class PostgresStore(PostgresTasks):
     _time = staticmethod(_utc)
     _command = staticmethod(list)
 
-    def _now_in(self, cur: Any) -> datetime:
-        if self._clock:
-            return self._clock()
-        return _utc(cur.execute("SELECT now() AS now").fetchone()["now"])
-
     def _lock_settings(self, cur: Any) -> None:
         cur.execute("LOCK TABLE settings IN EXCLUSIVE MODE")
 
@@ -205,6 +200,7 @@ class PostgresStore(PostgresTasks):
         return self._clock() if self._clock else None
 
     def _settings_and_now(self, cur: Any) -> tuple[ClusterSettings, datetime]:
+        """The settings in force and the cluster's time, in one statement."""
         cur.execute(f"SELECT {SETTINGS_SQL} AS settings, now() AS now")
         row = cur.fetchone()
         now = self._clock() if self._clock else _utc(row["now"])

@@ -6,13 +6,12 @@ whose row locks skip what another node is writing.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Callable, Iterable
 
 from .. import audit
 from ..audit import Action, Change
 from ..models import Task, TaskState
-from ..settings import ClusterSettings
 from . import common
 from .postgres_schema import SECONDS
 from .records import Finish, LogChunk, Reaped, TaskSpec
@@ -53,8 +52,6 @@ class PostgresTasks(SqlStore):
     """A cursor for statements that stand alone (autocommit)."""
     _ends_channel: str
     """Where the exchange announces ends, for waiters (`postgres_listen.TASK_ENDS`)."""
-    _settings_and_now: Callable[[Any], tuple[ClusterSettings, datetime]]
-    """The settings and the cluster's time, read in one statement."""
 
     def add_tasks(self, specs: Iterable[TaskSpec], change: Change | None = None) -> list[Task]:
         specs = list(specs)

@@ -44,6 +44,11 @@ class SqlStore(SqlAccess, SqlSessions):
         return ClusterSettings.from_stored(
             {r["key"]: r["value"] for r in self._rows(cx, "SELECT key, value FROM settings")})
 
+    def _settings_and_now(self, cx: Any) -> tuple[ClusterSettings, datetime]:
+        """The settings in force and the cluster's time, as the transaction
+        `cx` sees them (PostgreSQL reads both in one statement)."""
+        return self._settings_in(cx), self.now()
+
     def stored_settings(self) -> dict[str, str]:
         with self._reading() as cx:
             return {r["key"]: r["value"] for r in self._rows(cx, "SELECT key, value FROM settings")}
@@ -80,24 +85,23 @@ class SqlStore(SqlAccess, SqlSessions):
             result.append((data, data.pop("running")))
         return result
 
-    def _one_node(self, cx: Any, name: str, settings: ClusterSettings,
-                  now: datetime | None = None) -> Node:
+    def _one_node(self, cx: Any, name: str, settings: ClusterSettings, now: datetime) -> Node:
         rows = self._select_nodes(cx, f"WHERE n.name = {self.P}", (name,))
         if not rows:
             raise NotFound(f"no node named {name!r}")
         row, running = rows[0]
-        return make_node(row, now=now or self._now_in(cx), running=running,
+        return make_node(row, now=now, running=running,
                          offline_after=settings.offline_after)
 
     def nodes(self) -> list[Node]:
         with self._read() as cx:
-            settings, now = self._settings_in(cx), self._now_in(cx)
+            settings, now = self._settings_and_now(cx)
             return [make_node(row, now=now, running=running, offline_after=settings.offline_after)
                     for row, running in self._select_nodes(cx)]
 
     def node(self, name: str, *, with_tasks: bool = False) -> Node:
         with self._read() as cx:
-            node = self._one_node(cx, name, self._settings_in(cx))
+            node = self._one_node(cx, name, *self._settings_and_now(cx))
             if with_tasks:
                 node.active_tasks = self._select_tasks(
                     cx, f"WHERE node = {self.P} AND state IN {ACTIVE_SQL} ORDER BY id", (name,))
@@ -114,8 +118,8 @@ class SqlStore(SqlAccess, SqlSessions):
                 (self._now_arg(), shutting_down, heartbeat_interval, name, instance_id)).rowcount
             if updated == 0:
                 return None
-            settings = self._settings_in(cx)
-            return CheckIn(node=self._one_node(cx, name, settings), settings=settings)
+            settings, now = self._settings_and_now(cx)
+            return CheckIn(node=self._one_node(cx, name, settings, now), settings=settings)
 
     def mark_stopped(self, name: str, instance_id: str) -> None:
         P = self.P
@@ -171,7 +175,7 @@ class SqlStore(SqlAccess, SqlSessions):
         P = self.P
         with self._write() as cx:
             self._lock_node(cx, name)
-            node = self._one_node(cx, name, self._settings_in(cx))
+            node = self._one_node(cx, name, *self._settings_and_now(cx))
             if not force:
                 common.refuse_delete(node)
             ids = [r["id"] for r in self._rows(

@@ -76,10 +76,6 @@ class SqlBackend(Store):
         tells waiting stores too (`_notify`), so a change that records an
         event needs no notification of its own."""
 
-    def _now_in(self, cx: Any) -> datetime:
-        """The cluster's time, as the transaction `cx` sees it."""
-        return self.now()
-
     def _notify(self, cx: Any, what: str) -> None:
         """Tell waiting stores of a change, at commit (where the backend can):
         every event does; a change that records none calls this."""

@@ -173,8 +173,7 @@ class SQLiteStore(SQLiteTasks):
 
     def register(self, reg: Registration) -> Registered:
         with self._write() as conn:
-            settings = self._settings_in(conn)
-            now = self.now()
+            settings, now = self._settings_and_now(conn)
             existing = self._select_nodes(conn, "WHERE n.name = ?", (reg.name,))
             took_over = None
             ended: list[int] = []
@@ -205,7 +204,7 @@ class SQLiteStore(SQLiteTasks):
                     (reg.name, cap, _ts(now), _ts(now), reg.version, reg.host, reg.pid,
                      reg.http_address, reg.heartbeat_interval, reg.instance_id),
                 )
-            node = self._one_node(conn, reg.name, settings)
+            node = self._one_node(conn, reg.name, settings, now)
             self._event(conn, Change(node_actor(reg.name)),
                         **common.registered_event(node, reg, took_over, ended))
         return Registered(node=node, settings=settings, took_over=took_over, ended_tasks=ended)
