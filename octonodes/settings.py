@@ -37,6 +37,14 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:i?B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
+def _shown(value: object) -> str:
+    """A value as an error quotes it: cut short, as one written into the
+    database by hand may be megabytes long."""
+    if isinstance(value, str) and len(value) > 80:
+        value = value[:77] + "..."
+    return repr(value)
+
+
 def parse_duration(text: str | float | int) -> float:
     """Seconds from `90`, `90s`, `1.5s`, `5m`, `2h` or `1d`; UsageError otherwise."""
     if isinstance(text, (int, float)):
@@ -45,11 +53,11 @@ def parse_duration(text: str | float | int) -> float:
         match = _DURATION.match(text)
         if not match:
             raise UsageError(
-                f"invalid duration {text!r}: write it as 90, 90s, 5m, 2h or 1d"
+                f"invalid duration {_shown(text)}: write it as 90, 90s, 5m, 2h or 1d"
             )
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if seconds <= 0:
-        raise UsageError(f"invalid duration {text!r}: it must be more than zero")
+        raise UsageError(f"invalid duration {_shown(text)}: it must be more than zero")
     return seconds
 
 
@@ -68,10 +76,10 @@ def parse_size(text: str | int) -> int:
     else:
         match = _SIZE.match(text)
         if not match:
-            raise UsageError(f"invalid size {text!r}: write it as 65536, 64K, 1M or 1G")
+            raise UsageError(f"invalid size {_shown(text)}: write it as 65536, 64K, 1M or 1G")
         size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
     if size <= 0:
-        raise UsageError(f"invalid size {text!r}: it must be more than zero")
+        raise UsageError(f"invalid size {_shown(text)}: it must be more than zero")
     return size
 
 
@@ -87,7 +95,7 @@ def _parse_path(text: str) -> str:
     if not text:
         raise UsageError("invalid path: it must not be empty")
     if not PurePath(text).is_absolute():
-        raise UsageError(f"invalid path {text!r}: it must be absolute (every node reads it "
+        raise UsageError(f"invalid path {_shown(text)}: it must be absolute (every node reads it "
                          "from its own working directory)")
     return text
 
@@ -104,7 +112,7 @@ def parse_proxies(text: str) -> tuple:
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise UsageError(f"invalid trusted proxy {part!r}: write an IP address or a "
+            raise UsageError(f"invalid trusted proxy {_shown(part)}: write an IP address or a "
                              "network (10.0.0.5, 10.1.0.0/16), comma-separated") from None
     return tuple(networks)
 
@@ -130,7 +138,7 @@ class Setting:
         except UsageError as exc:
             raise UsageError(f"{self.key}: {exc}") from None
         if self.low is not None and not self.low <= parsed <= self.high:
-            raise UsageError(f"invalid {self.key} {value!r}: it must be between "
+            raise UsageError(f"invalid {self.key} {_shown(value)}: it must be between "
                              f"{self.format(self.low)} and {self.format(self.high)}")
         return parsed
 
@@ -221,7 +229,7 @@ def parse_setting(key: str, value: str) -> object:
     setting = SETTINGS.get(key)
     if setting is None:
         known = ", ".join(SETTINGS)
-        raise UsageError(f"unknown setting {key!r}; the settings are: {known}")
+        raise UsageError(f"unknown setting {_shown(key)}; the settings are: {known}")
     return setting.check(value)
 
 

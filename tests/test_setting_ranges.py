@@ -72,6 +72,16 @@ def write_raw_settings(db: str, backend: str, values: dict[str, str]) -> None:
                             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""", (key, value))
 
 
+def test_a_stored_value_megabytes_long_is_named_in_one_short_line(cluster, db, backend):
+    write_raw_settings(db, backend, {"heartbeat_interval": "x" * 10_000_000})
+    for args, codes in ((["list"], {0}), (["check"], {0, 1, 2})):  # not check's UNKNOWN
+        result = helpers.octonodes(db, *args)
+        assert result.returncode in codes, (args, result.returncode, result.stderr[:500])
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and len(lines[0]) < 300, (args, [ln[:300] for ln in lines])
+        assert "the stored value of heartbeat_interval is not valid" in lines[0], lines[0]
+
+
 def test_a_running_node_survives_stored_values_out_of_range(
         fast_cluster, start_node, db, backend):
     node = start_node("node-a")
