@@ -88,9 +88,12 @@ class Listener:
                 return None
             if self._thread is None:
                 self._wake, self._stop = Waker(), Waker()
-                self._thread = threading.Thread(target=self._run, name="octonodes-listen",
-                                                daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="octonodes-listen", daemon=True)
+                thread.start()
+                # Only a started thread is kept: close() joins it, and a
+                # Ctrl-C inside start() would leave one it cannot join (the
+                # thread still ends at close(), on `_stop`).
+                self._thread = thread
             return self._wake.fileno()
 
     def drop_channel(self, channel: str) -> None:
