@@ -113,3 +113,30 @@ def test_the_defaults_are_the_settings_tables():
     for key, setting in SETTINGS.items():
         if setting.default:
             assert getattr(unset, key) == setting.parse(setting.default), key
+
+
+@pytest.mark.parametrize("stored,offline_after", [
+    ({"offline_after": "90s", "heartbeat_interval": "40s"}, 90),
+    ({"offline_after": "70s", "heartbeat_interval": "40s"}, 60),  # not over twice: defaults
+    ({"offline_after": "1s"}, 60),                                # not over twice 10s
+    ({"offline_after": "400d"}, 60),                              # out of range
+    ({"offline_after": "lots", "heartbeat_interval": "-5"}, 60),  # does not parse
+], ids=["valid", "under-twice", "under-twice-default", "out-of-range", "no-parse"])
+def test_the_exchange_reads_hand_written_values_as_the_nodes_do(clocked, db, backend, stored,
+                                                                 offline_after):
+    """Values written into the database by hand, past `config set`'s checks:
+    the claim (PostgreSQL's exchange reads them in SQL) takes the
+    offline_after that every node and command reads."""
+    from test_setting_ranges import write_raw_settings
+
+    cluster, clock = clocked
+    write_raw_settings(db, backend, stored)
+    assert cluster.settings().offline_after == offline_after
+    store = cluster.store
+    store.register(Registration(name="n", instance_id="i", host="h", pid=1,
+                                version=lib.__version__, heartbeat_interval=1.0, task_cap=5))
+    cluster.add_tasks([["true"], ["true"]])
+    clock.advance(offline_after - 0.5)
+    assert store.exchange("n", "i", [], [], 1)[1]
+    clock.advance(1)
+    assert not store.exchange("n", "i", [], [], 1)[1]

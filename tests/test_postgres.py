@@ -425,7 +425,10 @@ def test_the_claim_reads_offline_after_as_python_does(db, admin, spelling):
         cluster.store.initialize()
         if spelling is not None:
             in_schema(admin, db)
-            admin.execute("INSERT INTO settings (key, value) VALUES ('offline_after', %s)",
+            # heartbeat_interval as low as it goes, so that every spelling
+            # exceeds twice it (else both count as their defaults).
+            admin.execute("""INSERT INTO settings (key, value)
+                             VALUES ('offline_after', %s), ('heartbeat_interval', '0.1s')""",
                           (spelling,))
         offline_after = parse_duration(spelling or SETTINGS["offline_after"].default)
         store = cluster.store

@@ -108,26 +108,43 @@ SECONDS = " * interval '1 second'"
 """What turns a number of seconds into an interval in PostgreSQL's SQL."""
 
 
-def _stored_seconds(key: str) -> str:
-    """A duration setting in seconds, read in SQL from its stored spelling
-    (`90`, `90s`, `5m`, `2h`, `1d`). As in Python (`settings.cluster_settings`),
-    a value that is unset, does not parse or lies outside the setting's range
-    counts as its default, so no hand-written value can make the statement
-    fail."""
+def _parse_seconds(text: str, seconds: str, key: str) -> str:
+    """PL/pgSQL that sets the variable `seconds` to the duration setting
+    `key` whose stored spelling (`90`, `90s`, `5m`, `2h`, `1d`; NULL when
+    unset) is in the variable `text`. As in Python
+    (`settings.ClusterSettings.from_stored`), a value that is unset, does not
+    parse or lies outside the setting's range counts as its default, so no
+    hand-written value can make the statement fail. Assignments of plain
+    expressions, each evaluated once."""
     setting = SETTINGS[key]
     units = " ".join(f"WHEN '{unit}' THEN {parse_duration('1' + unit):g}" for unit in "smhd")
-    default = parse_duration(setting.default)
-    spelled = (f"(SELECT regexp_replace(s.value, '\\s', '', 'g') FROM settings s "
-               f"WHERE s.key = '{key}')")
-    seconds = (f"CASE WHEN v ~ '^[0-9]{{1,15}}(\\.[0-9]{{1,9}})?[smhd]?$' THEN "
-               f"rtrim(v, 'smhd')::float8 * CASE right(v, 1) {units} ELSE 1 END END")
-    return (f"(SELECT CASE WHEN secs BETWEEN {setting.low:g} AND {setting.high:g} THEN secs "
-            f"ELSE {default:g} END FROM (SELECT {seconds} AS secs "
-            f"FROM (SELECT {spelled} AS v) AS spelled) AS parsed)")
+    return f"""{text} := regexp_replace({text}, '\\s', '', 'g');
+            {seconds} := CASE WHEN {text} ~ '^[0-9]{{1,15}}(\\.[0-9]{{1,9}})?[smhd]?$'
+                THEN rtrim({text}, 'smhd')::float8 * CASE right({text}, 1) {units} ELSE 1 END
+                END;
+            IF {seconds} IS NULL OR NOT {seconds} BETWEEN {setting.low:g} AND {setting.high:g} THEN
+                {seconds} := {parse_duration(setting.default):g};
+            END IF;"""
 
 
-_OFFLINE_AT_CLAIM = offline_sql("now_", _stored_seconds("offline_after"),
-                                greatest="greatest", seconds=SECONDS)
+def _read_offline_after() -> str:
+    """PL/pgSQL that sets `offline_after_` to the offline_after setting as the
+    nodes read it: the two settings the rule needs in one query, then it and
+    heartbeat_interval each as `_parse_seconds` reads them, and offline_after
+    as its default unless it exceeds twice heartbeat_interval."""
+    default = parse_duration(SETTINGS["offline_after"].default)
+    return f"""SELECT max(s.value) FILTER (WHERE s.key = 'offline_after'),
+                   max(s.value) FILTER (WHERE s.key = 'heartbeat_interval')
+                INTO offline_text, heartbeat_text
+                FROM settings s WHERE s.key IN ('offline_after', 'heartbeat_interval');
+            {_parse_seconds("offline_text", "offline_after_", "offline_after")}
+            {_parse_seconds("heartbeat_text", "heartbeat_", "heartbeat_interval")}
+            IF NOT offline_after_ > 2 * heartbeat_ THEN
+                offline_after_ := {default:g};
+            END IF;"""
+
+
+_OFFLINE_AT_CLAIM = offline_sql("now_", "offline_after_", greatest="greatest", seconds=SECONDS)
 
 
 # What a busy node does after each batch of task ends, as one statement (one
@@ -162,6 +179,10 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         ended_some boolean := false;
         waiters_key integer;
         nobody_waits boolean;
+        offline_text text;
+        heartbeat_text text;
+        offline_after_ double precision;
+        heartbeat_ double precision;
     BEGIN
         -- A claim locks the node's row first, as a drain or a delete does:
         -- locks always taken in the same order cannot deadlock.
@@ -206,12 +227,14 @@ _EXCHANGE = f"""CREATE OR REPLACE FUNCTION octonodes_exchange(
         -- The claim reads the node's room from its row (locked above, so any
         -- drain, cap change or other claim committed before is seen): none
         -- when it is drained, stopping or offline (`offline_sql`, with
-        -- offline_after read from its stored spelling); else its cap
-        -- less what runs on it, and at most what the node asked for. What
-        -- runs is counted one state at a time, so both columns of (node,
-        -- state) bound the index scan. The rows `picked` locked are queued
-        -- and stay so until this commits: the update finds them by id alone.
+        -- offline_after read from the settings once, as the nodes read it);
+        -- else its cap less what runs on it, and at most what the node asked
+        -- for. What runs is counted one state at a time, so both columns of
+        -- (node, state) bound the index scan. The rows `picked` locked are
+        -- queued and stay so until this commits: the update finds them by id
+        -- alone.
         IF claim_limit > 0 THEN
+            {_read_offline_after()}
             RETURN QUERY
             WITH room AS (
                 SELECT CASE WHEN n.drain OR n.shutting_down
@@ -304,10 +327,17 @@ _V6 = [
 # range as its default, as the nodes do.
 _V7 = [_EXCHANGE]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
+# ... and an offline_after that does not exceed twice heartbeat_interval as
+# its default, as the nodes do; it reads the settings once a claim (the
+# expression before read the row nine times, once for each place the
+# planner copied it to).
+_V8 = [_EXCHANGE]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7,
+                                    8: _V8}
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this code writes and needs."""
-MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
+MIN_COMPATIBLE = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}
 """For each schema version, the oldest code schema version that can use it."""
 
 
