@@ -8,8 +8,6 @@ from ..audit import Action
 from ..errors import Refused, SchemaMismatch
 from ..models import Node, Task, TaskState
 
-ACTIVE = (TaskState.EXECUTING.value, TaskState.CANCELLING.value)
-
 ERROR_CANCELED_QUEUED = "canceled before a node picked it up"
 ERROR_NODE_DELETED = "node {node} was deleted while the task ran"
 
