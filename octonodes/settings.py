@@ -204,23 +204,24 @@ class ClusterSettings:
 @functools.lru_cache(maxsize=16)
 def _parse_stored(stored: tuple[tuple[str, str], ...]) -> ClusterSettings:
     # A node reads the settings in every claim; they seldom change.
+    # ClusterSettings() holds the defaults, parsed: what an unset, empty or
+    # invalid value counts as.
     given = dict(stored)
     values = {}
     for key, setting in SETTINGS.items():
-        raw = given.get(key, setting.default)
+        raw = given.get(key, "")
         try:
             values[key] = setting.check(raw) if raw != "" else getattr(ClusterSettings, key)
         except UsageError as exc:
             log.error("the stored value of %s is not valid (%s); using the default, %s",
                       key, exc, setting.default or "none")
-            values[key] = (setting.parse(setting.default) if setting.default
-                           else getattr(ClusterSettings, key))
+            values[key] = getattr(ClusterSettings, key)
     if not values["offline_after"] > 2 * values["heartbeat_interval"]:
         log.error("the stored offline_after (%s) does not exceed twice heartbeat_interval (%s); "
                   "using the defaults of both", format_duration(values["offline_after"]),
                   format_duration(values["heartbeat_interval"]))
         for key in ("heartbeat_interval", "offline_after"):
-            values[key] = SETTINGS[key].parse(SETTINGS[key].default)
+            values[key] = getattr(ClusterSettings, key)
     return ClusterSettings(**values)
 
 
