@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..cluster import Cluster
 from ..errors import TimedOut
 from ..models import NodeStatus
 from ..settings import MAX_TASK_CAP, format_duration, parse_duration
@@ -131,11 +132,16 @@ def drain(
 
 def _drain_and_wait(cluster, name: str, seconds: float, cancel_tasks: bool,
                     reason: str | None) -> None:
-    """Drain, then wait; Ctrl-C stops the wait, not the drain, and says so."""
+    """Drain, then wait; Ctrl-C stops the wait, not the drain, and says so.
+    The progress line is up before the drain, so a Ctrl-C once the node is
+    drained finds the command waiting, not loading or starting its display."""
+    from ..render import err_console
+
     try:
-        if not cluster.drain(name, reason=reason):
-            print(f"{name} was already drained")
-        _wait_idle(cluster, name, seconds, cancel_tasks, reason)
+        with err_console.status(f"{name}: waiting for running tasks", spinner="line") as status:
+            if not cluster.drain(name, reason=reason):
+                print(f"{name} was already drained")
+            _wait_idle(cluster, name, seconds, cancel_tasks, reason, status)
     except KeyboardInterrupt:
         print(f"interrupted: {_drain_state(cluster, name)}", file=sys.stderr)
         raise typer.Exit(INTERRUPTED) from None
@@ -144,9 +150,11 @@ def _drain_and_wait(cluster, name: str, seconds: float, cancel_tasks: bool,
 
 def _drain_state(cluster, name: str) -> str:
     """What an interrupted drain left behind, read back (Ctrl-C may have come
-    before or after the drain committed)."""
+    before or after the drain committed) on a connection of its own: Ctrl-C
+    in the middle of a query can leave the command's connection unusable."""
     try:
-        drained = cluster.node(name, with_tasks=False).drain
+        with Cluster(cluster.store.reopen()) as fresh:
+            drained = fresh.node(name, with_tasks=False).drain
     except Exception:  # noqa: BLE001 - interrupted anyway: say what we can
         return f"see `octonodes show {name}` for whether {name} is drained"
     if drained:
@@ -155,9 +163,7 @@ def _drain_state(cluster, name: str) -> str:
 
 
 def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool,
-               reason: str | None) -> None:
-    from ..render import err_console
-
+               reason: str | None, status) -> None:
     def progress(node) -> None:
         now = cluster.now()
         running = ", ".join(
@@ -171,14 +177,13 @@ def _wait_idle(cluster, name: str, seconds: float, cancel_tasks: bool,
             print(f"canceled task {task.id} ({task.name})", flush=True)
         status.update(f"{name}: canceled {len(tasks)} task(s); waiting for them to end")
 
-    with err_console.status(f"{name}: waiting for running tasks", spinner="line") as status:
-        try:
-            cluster.wait_idle(name, timeout=seconds, progress=progress,
-                              cancel_at_timeout=cancel_tasks, cancelled=cancelled,
-                              reason=_timed_out_reason(name, reason))
-        except TimedOut as exc:
-            raise fail(f"timed out after {format_duration(seconds)}: {exc}; "
-                       f"{name} stays drained", TimedOut.exit_code) from None
+    try:
+        cluster.wait_idle(name, timeout=seconds, progress=progress,
+                          cancel_at_timeout=cancel_tasks, cancelled=cancelled,
+                          reason=_timed_out_reason(name, reason))
+    except TimedOut as exc:
+        raise fail(f"timed out after {format_duration(seconds)}: {exc}; "
+                   f"{name} stays drained", TimedOut.exit_code) from None
 
 
 def _timed_out_reason(name: str, reason: str | None) -> str:
